@@ -8,7 +8,7 @@ setuptools.setup(
     description="JAX/Flax reimplementation of VASA-1: lifelike audio-driven talking faces.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["vasa_jax", "vasa_jax.*", "data_prep", "data_prep.*"]),
+    packages=setuptools.find_packages(include=["vasa_jax", "vasa_jax.*", "data_prep", "data_prep.*", "configs"]),
     python_requires=">=3.11",
     # Ranges checked to install together on Python 3.11 (numpy 2, protobuf 7).
     install_requires=[

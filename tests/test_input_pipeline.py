@@ -1,0 +1,203 @@
+"""The Grain pipelines: determinism, resumption, sampling semantics, and global sharded batches."""
+
+import itertools
+
+import jax
+import numpy as np
+import pytest
+
+from tests import fake_clips
+from vasa_jax import input_pipeline
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("clips"))
+  fake_clips.make_data_dir(path, num_frames=lambda clip_number: 12 + clip_number)
+  return path
+
+
+def stage1(data_dir, seed=0, batch_size=4, **kwargs):
+  return input_pipeline.stage1_iterator(data_dir, "train", batch_size=batch_size, image_size=16,
+                                        seed=seed, **kwargs)
+
+
+def take(iterator, count):
+  return [next(iterator) for _ in range(count)]
+
+
+def assert_same_batches(first, second):
+  assert len(first) == len(second)
+  for a, b in zip(first, second):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_stage1_batch_shapes_and_dtypes(data_dir):
+  batch = next(stage1(data_dir))
+  for name in ("source", "driver", "cross_identity"):
+    assert batch[f"{name}_image"].shape == (4, 16, 16, 3)
+    assert batch[f"{name}_image"].dtype == np.uint8
+    assert batch[f"{name}_head_pose"].shape == (4, 3)
+    assert batch[f"{name}_gaze"].shape == (4, 2)
+  assert batch["speaker"].shape == (4,)
+
+
+def test_stage1_same_seed_same_batches_other_seed_other_batches(data_dir):
+  assert_same_batches(take(stage1(data_dir, seed=3), 5), take(stage1(data_dir, seed=3), 5))
+  first = take(stage1(data_dir, seed=3), 5)
+  other = take(stage1(data_dir, seed=4), 5)
+  assert any(not np.array_equal(a["source_image"], b["source_image"])
+             for a, b in zip(first, other))
+
+
+def test_stage1_pairs_share_a_clip_and_cross_identity_is_another_speaker(data_dir):
+  for batch in take(stage1(data_dir, batch_size=6), 6):
+    for i in range(6):
+      source_clip, source_frame = fake_clips.identify_frame(batch["source_image"][i])
+      driver_clip, driver_frame = fake_clips.identify_frame(batch["driver_image"][i])
+      other_clip, other_frame = fake_clips.identify_frame(batch["cross_identity_image"][i])
+      assert source_clip == driver_clip
+      assert source_clip // 4 != other_clip // 4  # 4 clips per speaker
+      assert batch["speaker"][i] == source_clip // 4
+      assert batch["cross_identity_speaker"][i] == other_clip // 4
+      # Annotations belong to the sampled frames (yaw = frame number, pitch = clip number).
+      assert batch["source_head_pose"][i, 0] == source_frame
+      assert batch["driver_head_pose"][i, 0] == driver_frame
+      assert batch["cross_identity_head_pose"][i, 1] == other_clip
+
+
+def test_stage1_epochs_cover_every_clip_in_a_new_order(data_dir):
+  iterator = stage1(data_dir, batch_size=4)
+  clips = [fake_clips.identify_frame(image)[0]
+           for batch in take(iterator, 6) for image in batch["source_image"]]
+  first_epoch, second_epoch = clips[:12], clips[12:]
+  assert sorted(first_epoch) == list(range(12)) == sorted(second_epoch)
+  assert first_epoch != second_epoch
+
+
+def test_stage1_flip_mirrors_pose_and_gaze(data_dir):
+  augmentation = input_pipeline.Augmentation(flip_prob=1.0)
+  batch = next(stage1(data_dir, augmentation=augmentation))
+  for i in range(4):
+    _, frame = fake_clips.identify_frame(batch["source_image"][i])
+    np.testing.assert_array_equal(batch["source_head_pose"][i], [-frame, batch[
+        "source_head_pose"][i, 1], -1.0])
+    np.testing.assert_array_equal(batch["source_gaze"][i], [-frame, -frame])
+
+
+def test_stage1_colour_augmentation_changes_pixels_within_bounds(data_dir):
+  plain = next(stage1(data_dir))["source_image"].astype(float)
+  augmented = next(stage1(data_dir, augmentation=input_pipeline.Augmentation(
+      brightness=0.3)))["source_image"].astype(float)
+  ratio = augmented.mean(axis=(1, 2, 3)) / plain.mean(axis=(1, 2, 3))
+  assert np.all(np.abs(ratio - 1) <= 0.32) and np.any(np.abs(ratio - 1) > 0.01)
+
+
+def test_stage1_resume_from_saved_state_continues_exactly(data_dir):
+  uninterrupted = take(stage1(data_dir, seed=7), 9)
+  first_run = stage1(data_dir, seed=7)
+  take(first_run, 4)
+  state = first_run.get_state()
+  resumed = stage1(data_dir, seed=7)
+  resumed.set_state(state)
+  assert_same_batches(take(resumed, 5), uninterrupted[4:])
+
+
+def test_processes_read_disjoint_records(data_dir):
+  seen = []
+  for process_index in range(2):
+    iterator = stage1(data_dir, batch_size=4, process_index=process_index, process_count=2)
+    batches = take(iterator, 3)  # 2 examples per batch: one epoch of 6 records
+    assert batches[0]["source_image"].shape[0] == 2
+    seen.append({fake_clips.identify_frame(image)[0]
+                 for batch in batches for image in batch["source_image"]})
+  assert seen[0].isdisjoint(seen[1])
+  assert seen[0] | seen[1] == set(range(12))
+
+
+def test_stage1_needs_two_speakers(tmp_path):
+  fake_clips.make_data_dir(str(tmp_path), num_speakers=1)
+  with pytest.raises(ValueError, match="two speakers"):
+    stage1(str(tmp_path))
+
+
+def test_missing_data_dir_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    stage1(str(tmp_path / "nowhere"))
+  with pytest.raises(FileNotFoundError, match="manifest.json"):
+    stage1(str(tmp_path))
+
+
+def stage2(data_dir, seed=0, **kwargs):
+  return input_pipeline.stage2_iterator(
+      data_dir, "train", batch_size=3, window=8, num_previous=3,
+      frame_fields=("annotations/head_pose", "annotations/gaze"), with_audio=True, seed=seed,
+      **kwargs)
+
+
+def test_stage2_windows_and_previous_frames_are_aligned(data_dir):
+  samples_per_frame = 640
+  for batch in take(stage2(data_dir), 8):
+    assert batch["head_pose"].shape == (3, 8, 3)
+    assert batch["head_pose_previous"].shape == (3, 3, 3)
+    assert batch["audio"].shape == (3, 8 * samples_per_frame)
+    assert batch["audio_previous"].shape == (3, 3 * samples_per_frame)
+    for i in range(3):
+      start = int(batch["window_start"][i])
+      np.testing.assert_array_equal(batch["head_pose"][i, :, 0], np.arange(start, start + 8))
+      previous = np.arange(start - 3, start)
+      np.testing.assert_array_equal(batch["previous_mask"][i], previous >= 0)
+      np.testing.assert_array_equal(batch["head_pose_previous"][i, :, 0], np.maximum(previous, 0))
+      np.testing.assert_array_equal(batch["gaze"][i, :, 1], -np.arange(start, start + 8))
+      # Audio of frame f holds the value (f + 1) * 100 / 32768; zeros before the clip start.
+      audio_frames = batch["audio"][i].reshape(8, samples_per_frame) * 32768 / 100 - 1
+      np.testing.assert_allclose(audio_frames, np.arange(start, start + 8)[:, None] +
+                                 np.zeros((1, samples_per_frame)), atol=1e-3)
+      previous_audio = batch["audio_previous"][i].reshape(3, samples_per_frame) * 32768 / 100
+      np.testing.assert_allclose(previous_audio[:, 0], np.where(previous >= 0, previous + 1, 0),
+                                 atol=1e-3)
+
+
+def test_stage2_skips_clips_shorter_than_the_window(tmp_path):
+  fake_clips.make_data_dir(str(tmp_path), num_frames=lambda clip_number: 6 + clip_number)
+  windows = [batch["head_pose"][i, 0, 1]
+             for batch in take(stage2(str(tmp_path)), 10) for i in range(3)]
+  assert min(windows) >= 2  # clips 0 and 1 have 6 and 7 < 8 frames
+  with pytest.raises(ValueError, match="has 28 frames"):
+    input_pipeline.stage2_iterator(str(tmp_path), "train", batch_size=3, window=8 + 20,
+                                   num_previous=3, frame_fields=(), with_audio=False, seed=0)
+
+
+def test_stage2_resume_and_seed(data_dir):
+  uninterrupted = take(stage2(data_dir, seed=1), 6)
+  assert_same_batches(uninterrupted, take(stage2(data_dir, seed=1), 6))
+  run = stage2(data_dir, seed=1)
+  take(run, 2)
+  resumed = stage2(data_dir, seed=1)
+  resumed.set_state(run.get_state())
+  assert_same_batches(take(resumed, 4), uninterrupted[2:])
+
+
+def test_multiprocess_workers_give_the_same_batches(data_dir):
+  single = take(stage1(data_dir, seed=2), 4)
+  multi = take(stage1(data_dir, seed=2, num_workers=2), 4)
+  assert_same_batches(single, multi)
+
+
+def test_global_batch_is_sharded_on_the_data_axes(data_dir):
+  assert jax.device_count() == 8
+  mesh = jax.make_mesh((4, 2, 1), ("data", "fsdp", "model"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  sharding = input_pipeline.batch_sharding(mesh, (("batch", ("data", "fsdp")),))
+  local = next(stage1(data_dir, batch_size=8))
+  global_batch = input_pipeline.make_global_batch(local, sharding)
+  images = global_batch["source_image"]
+  assert isinstance(images, jax.Array) and images.shape == (8, 16, 16, 3)
+  assert images.sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"))
+  shards = sorted(images.addressable_shards, key=lambda shard: shard.index[0].start)
+  assert len(shards) == 8 and all(shard.data.shape == (1, 16, 16, 3) for shard in shards)
+  for i, shard in enumerate(shards):
+    np.testing.assert_array_equal(np.asarray(shard.data)[0], local["source_image"][i])
+  np.testing.assert_array_equal(np.asarray(global_batch["speaker"]), local["speaker"])

@@ -1,0 +1,1 @@
+"""Training plumbing shared by every stage: mesh and sharding, checkpoints, the loop."""

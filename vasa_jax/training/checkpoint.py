@@ -1,0 +1,133 @@
+"""Orbax checkpoints that hold the train state and the Grain iterator together, and SIGTERM saves.
+
+A checkpoint at step N holds the whole train state (parameters, optimiser state, EMA, step) and
+each process's data iterator position, so a restored run continues with exactly the batches an
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+STATE_ITEM = "state"
+DATA_ITEM = "data_iterator"
+
+
+class Checkpointer:
+  """An Orbax `CheckpointManager` over `<workdir>/checkpoints`, keeping the newest N."""
+
+  def __init__(self, directory: str, *, max_to_keep: int, save_interval_steps: int):
+    self.directory = os.path.abspath(directory)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True),
+        item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler(),
+                       DATA_ITEM: grain.checkpoint.CheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def restore(self, abstract_state: Any, data_iterator: grain.DatasetIterator,
+              step: int | None = None) -> Any:
+    """Restores step `step` (default: the latest) into `abstract_state`'s shapes and shardings.
+
+    The data iterator is restored in place. Raises ValueError naming the mismatch when the
+    checkpoint does not fit the state (a different model or config).
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    self._check_shapes(step, abstract_state)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.StandardRestore(abstract_state),
+        DATA_ITEM: grain.checkpoint.CheckpointRestore(data_iterator),
+    }))
+    return restored[STATE_ITEM]
+
+  def _check_shapes(self, step: int, abstract_state: Any) -> None:
+    """Raises ValueError naming the first tensor whose stored shape differs from the state's."""
+    stored = _shapes_by_name(self.manager.item_metadata(step)[STATE_ITEM])
+    expected = _shapes_by_name(abstract_state)
+    problem = None
+    if stored.keys() != expected.keys():
+      problem = (f"tensors only in the checkpoint: {sorted(stored.keys() - expected.keys())[:5]}"
+                 f", only in the state: {sorted(expected.keys() - stored.keys())[:5]}")
+    else:
+      for name, shape in expected.items():
+        if stored[name] != shape:
+          problem = f"{name} has shape {stored[name]} there, {shape} here"
+          break
+    if problem:
+      raise ValueError(
+          f"checkpoint {self.directory} step {step} does not fit this config's train state "
+          f"(written by another model or config?): {problem}")
+
+  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator,
+           force: bool = False) -> bool:
+    """Saves when `step` is on the save interval (or `force`); returns whether it saved."""
+    return self.manager.save(step, args=ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.StandardSave(state),
+        DATA_ITEM: grain.checkpoint.CheckpointSave(data_iterator),
+    }), force=force)
+
+  def wait_until_finished(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def _shapes_by_name(tree: Any) -> dict[str, tuple[int, ...]]:
+  """{"params.Dense_0.kernel": shape} for a state, an abstract state or Orbax metadata."""
+  def name(path) -> str:
+    return ".".join(str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+                    for key in path)
+  return {name(path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+class PreemptionWatcher:
+  """Notes SIGTERM (a preempted or cancelled job) so the loop can save and stop cleanly.
+
+  With several processes, all of them stop at the same step: `should_stop` agrees through JAX's
+  preemption sync point when the distributed runtime provides one.
+  """
+
+  def __init__(self):
+    self._signalled = threading.Event()
+    self._previous_handler = None
+
+  def __enter__(self) -> "PreemptionWatcher":
+    if threading.current_thread() is threading.main_thread():
+      self._previous_handler = signal.signal(signal.SIGTERM, self._on_signal)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    if self._previous_handler is not None:
+      signal.signal(signal.SIGTERM, self._previous_handler)
+
+  def _on_signal(self, signum, frame) -> None:  # pylint: disable=unused-argument
+    logging.warning("SIGTERM received: saving a checkpoint after this step, then stopping")
+    self._signalled.set()
+
+  def request_stop(self) -> None:
+    """Acts as if SIGTERM arrived (tests, or a caller's own stop condition)."""
+    self._signalled.set()
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      try:
+        return multihost_utils.reached_preemption_sync_point(step) or self._signalled.is_set()
+      except RuntimeError:  # no preemption service in this distributed runtime
+        pass
+    return self._signalled.is_set()

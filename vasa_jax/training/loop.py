@@ -1,0 +1,150 @@
+"""The training loop every stage runs: sharded state, jitted step, metrics, checkpoints, NaN stop.
+
+A stage gives the loop a `Task`; the loop
+  1. derives the state's shapes with `jax.eval_shape` and its shardings from the logical axis
+     names the modules put on their parameters (`config.sharding_rules`);
+  2. restores the newest checkpoint in `<workdir>/checkpoints` (state and data iterator), or
+     initialises the state directly into its shardings;
+  3. runs `train_step` jitted with the state donated, with per-step RNG `fold_in(rng, step)`;
+  4. writes averaged metrics every `log_every_steps` (CLU writers, TensorBoard + log, process 0
+     only), calls the stage's `evaluate` every `eval_every_steps`, checkpoints every
+     `checkpoint_every_steps`, at the end and on SIGTERM; and stops with a clear error when a
+     metric stops being finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Mapping, Optional
+
+import flax.linen as nn
+import grain
+import jax
+import numpy as np
+from clu import metric_writers
+from jax.sharding import Mesh
+
+from vasa_jax import input_pipeline
+from vasa_jax.training import checkpoint as checkpoint_lib
+from vasa_jax.training import sharding as sharding_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What a stage hands the loop.
+
+  init_state: rng -> the initial train state: a pytree whose parameters carry logical axis names
+    (`nn.Partitioned` boxes; unnamed leaves are replicated) and that has a scalar `step` field.
+  train_step: (state, global batch, rng) -> (new state, {name: scalar}); pure, jitted by the loop.
+  train_iterator: a Grain iterator of this process's numpy batches (checkpointed with the state).
+  evaluate: optional (state, step, writer) -> None, for held-out metrics and image grids;
+    `writer` writes on process 0 only.
+  """
+  init_state: Callable[[jax.Array], Any]
+  train_step: Callable[[Any, Any, jax.Array], tuple[Any, Mapping[str, jax.Array]]]
+  train_iterator: grain.DatasetIterator
+  evaluate: Optional[Callable[[Any, int, metric_writers.MetricWriter], None]] = None
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A training metric became NaN or infinite."""
+
+
+def create_writer(workdir: str) -> metric_writers.MetricWriter:
+  """TensorBoard + log writer on process 0; the other processes only log."""
+  return metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=False)
+
+
+def check_finite(metrics: Mapping[str, float], step: int, checkpointer_dir: str,
+                 last_saved_step: Optional[int]) -> None:
+  bad = {name: value for name, value in metrics.items() if not math.isfinite(value)}
+  if bad:
+    resume = (f"the last good checkpoint is step {last_saved_step} in {checkpointer_dir}"
+              if last_saved_step is not None else "no checkpoint was saved yet")
+    raise NonFiniteLossError(
+        f"training stopped at step {step}: {bad} is not finite (try a lower learning rate, "
+        f"gradient clipping or float32 compute); {resume}")
+
+
+@dataclasses.dataclass
+class _MetricAverager:
+  """Averages per-step device scalars over a logging interval without syncing every step."""
+  pending: list = dataclasses.field(default_factory=list)
+
+  def add(self, metrics: Mapping[str, jax.Array]) -> None:
+    self.pending.append(metrics)
+
+  def result(self) -> dict[str, float]:
+    stacked = jax.device_get(self.pending)
+    self.pending = []
+    return {name: float(np.mean([m[name] for m in stacked])) for name in stacked[0]}
+
+
+def initial_state(task: Task, config: Any, mesh: Mesh) -> tuple[Any, Any, Any]:
+  """(abstract unboxed state with shardings, state shardings, init fn jitted into them)."""
+  init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+  abstract_boxed = jax.eval_shape(task.init_state, init_rng)
+  shardings = sharding_lib.state_shardings(abstract_boxed, mesh, config.sharding_rules)
+  abstract = sharding_lib.abstract_state(abstract_boxed, shardings)
+  init_fn = jax.jit(lambda rng: nn.meta.unbox(task.init_state(rng)), out_shardings=shardings)
+  return abstract, shardings, lambda: init_fn(init_rng)
+
+
+def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
+  """Trains to `config.total_steps` (resuming from `workdir`) and returns the final state."""
+  os.makedirs(workdir, exist_ok=True)
+  abstract, shardings, init_fn = initial_state(task, config, mesh)
+  logging.info("train state: %s parameters and optimiser values",
+               f"{sharding_lib.parameter_count(abstract):,}")
+  checkpointer = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
+      save_interval_steps=config.checkpoint_every_steps)
+  writer = create_writer(workdir)
+  try:
+    if checkpointer.latest_step() is not None:
+      logging.info("resuming from %s step %d", checkpointer.directory, checkpointer.latest_step())
+      state = checkpointer.restore(abstract, task.train_iterator)
+    else:
+      state = init_fn()
+    start_step = int(jax.device_get(state.step))
+    last_saved_step = checkpointer.latest_step()
+
+    data_sharding = input_pipeline.batch_sharding(mesh, config.sharding_rules)
+    step_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+    train_step = jax.jit(task.train_step, in_shardings=(shardings, data_sharding, None),
+                         out_shardings=(shardings, None), donate_argnums=0)
+    averager = _MetricAverager()
+    interval_start = time.perf_counter()
+    steps_in_interval = 0
+    with checkpoint_lib.PreemptionWatcher() as preemption:
+      for step in range(start_step, config.total_steps):
+        batch = input_pipeline.make_global_batch(next(task.train_iterator), data_sharding)
+        state, metrics = train_step(state, batch, jax.random.fold_in(step_rng, step))
+        averager.add(metrics)
+        steps_in_interval += 1
+        done = step + 1
+        stopping = preemption.should_stop(done) or done == config.total_steps
+        saving = stopping or done % config.checkpoint_every_steps == 0
+        if done % config.log_every_steps == 0 or saving:
+          # Metrics are checked before any checkpoint so a non-finite state is never saved.
+          scalars = averager.result()
+          check_finite(scalars, done, checkpointer.directory, last_saved_step)
+          elapsed = time.perf_counter() - interval_start
+          scalars["steps_per_second"] = steps_in_interval / max(elapsed, 1e-9)
+          writer.write_scalars(done, scalars)
+          interval_start, steps_in_interval = time.perf_counter(), 0
+        if config.eval_every_steps and done % config.eval_every_steps == 0 and task.evaluate:
+          task.evaluate(state, done, writer)
+        if saving and checkpointer.save(done, state, task.train_iterator, force=stopping):
+          last_saved_step = done
+        if stopping:
+          break
+  finally:
+    checkpointer.close()  # waits for a save in flight
+    writer.close()
+  return state
