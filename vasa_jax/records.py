@@ -131,8 +131,11 @@ def write_shard(path: str, encoded_records: Iterable[bytes]) -> int:
     for data in encoded_records:
       writer.write(data)
       count += 1
-  finally:
+  except BaseException:
     writer.close()
+    os.remove(tmp_path)
+    raise
+  writer.close()
   os.replace(tmp_path, path)
   return count
 
