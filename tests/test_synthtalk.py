@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from data_prep import synthtalk
+from data_prep import face_tracker
 from data_prep import synthtalk_render as render_lib
 from vasa_jax import records
 
@@ -245,10 +246,9 @@ def test_each_factor_changes_its_own_part_of_the_image():
 
 
 def test_dlib_finds_the_faces_and_their_landmarks():
-  dlib = pytest.importorskip("dlib")
-  face_recognition_models = pytest.importorskip("face_recognition_models")
+  import dlib  # pylint: disable=g-import-not-at-top
   detector = dlib.get_frontal_face_detector()
-  predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+  predictor = dlib.shape_predictor(face_tracker.landmark_model_path())
   rng = np.random.default_rng(11)
   yaws = np.array([-25.0, -12.0, 0.0, 12.0, 25.0])
   found, errors = 0, []
