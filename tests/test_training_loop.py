@@ -122,9 +122,9 @@ def test_loss_falls_and_metrics_reach_tensorboard(data_dir, tmp_path):
   mesh = one_device_mesh()
   first_loss = float(jax.jit(task.train_step)(
       loop.initial_state(task, cfg, mesh)[2](), next(toy_task.make_task(cfg).train_iterator),
-      jax.random.key(0))[1]["loss"])
+      jax.random.key(0), None)[1]["loss"])
   state = loop.train(cfg, str(tmp_path), task, mesh)
-  final_loss = float(task.train_step(state, next(task.train_iterator), jax.random.key(1))[1]["loss"])
+  final_loss = float(task.train_step(state, next(task.train_iterator), jax.random.key(1), None)[1]["loss"])
   assert final_loss < 0.5 * first_loss
   events = glob.glob(str(tmp_path / "events.out.tfevents.*"))
   assert events, "process 0 writes TensorBoard event files"

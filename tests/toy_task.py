@@ -65,7 +65,7 @@ def make_task(cfg, evaluate=None, process_index=0, process_count=1) -> loop.Task
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params), ema_params=params)
 
-  def train_step(state, batch, rng):
+  def train_step(state, batch, rng, frozen):  # pylint: disable=unused-argument
     def loss_fn(params):
       prediction = model.apply({"params": params}, batch["source_image"], dropout_rng=rng)
       return jnp.mean((prediction - batch["source_head_pose"]) ** 2)

@@ -39,14 +39,19 @@ class Task:
 
   init_state: rng -> the initial train state: a pytree whose parameters carry logical axis names
     (`nn.Partitioned` boxes; unnamed leaves are replicated) and that has a scalar `step` field.
-  train_step: (state, global batch, rng) -> (new state, {name: scalar}); pure, jitted by the loop.
+  train_step: (state, global batch, rng, frozen) -> (new state, {name: scalar}); pure, jitted by
+    the loop.
   train_iterator: a Grain iterator of this process's numpy batches (checkpointed with the state).
+  frozen: arrays the step reads but never trains (pretrained perceptual networks), replicated
+    on every device and passed to `train_step` as an argument rather than baked into the
+    compiled program as constants; not checkpointed.
   evaluate: optional (state, step, writer) -> None, for held-out metrics and image grids;
     `writer` writes on process 0 only.
   """
   init_state: Callable[[jax.Array], Any]
-  train_step: Callable[[Any, Any, jax.Array], tuple[Any, Mapping[str, jax.Array]]]
+  train_step: Callable[[Any, Any, jax.Array, Any], tuple[Any, Mapping[str, jax.Array]]]
   train_iterator: grain.DatasetIterator
+  frozen: Any = None
   evaluate: Optional[Callable[[Any, int, metric_writers.MetricWriter], None]] = None
 
 
@@ -116,15 +121,16 @@ def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
 
     data_sharding = input_pipeline.batch_sharding(mesh, config.sharding_rules)
     step_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-    train_step = jax.jit(task.train_step, in_shardings=(shardings, data_sharding, None),
+    train_step = jax.jit(task.train_step, in_shardings=(shardings, data_sharding, None, None),
                          out_shardings=(shardings, None), donate_argnums=0)
+    frozen = jax.device_put(task.frozen, sharding_lib.replicated(mesh))
     averager = _MetricAverager()
     interval_start = time.perf_counter()
     steps_in_interval = 0
     with checkpoint_lib.PreemptionWatcher() as preemption:
       for step in range(start_step, config.total_steps):
         batch = input_pipeline.make_global_batch(next(task.train_iterator), data_sharding)
-        state, metrics = train_step(state, batch, jax.random.fold_in(step_rng, step))
+        state, metrics = train_step(state, batch, jax.random.fold_in(step_rng, step), frozen)
         averager.add(metrics)
         steps_in_interval += 1
         done = step + 1
