@@ -47,6 +47,13 @@ def test_mesh_shape_resolution_and_errors():
     sharding_lib.mesh_shape({"data": 2, "fsdp": 2, "model": 1}, 8)
 
 
+def test_batch_that_does_not_split_over_the_mesh_is_refused(data_dir, tmp_path):
+  cfg = toy_task.config(data_dir, batch_size=4)
+  mesh = sharding_lib.create_mesh({"data": 2, "fsdp": 4, "model": 1})
+  with pytest.raises(ValueError, match="batch_size=4 does not split over the 8 batch shards"):
+    loop.train(cfg, str(tmp_path), toy_task.make_task(cfg), mesh)
+
+
 def test_fsdp_rules_shard_parameters_and_optimizer_state(data_dir):
   cfg = toy_task.config(data_dir)
   mesh = sharding_lib.create_mesh({"data": 2, "fsdp": 4, "model": 1})

@@ -90,9 +90,25 @@ class _MetricAverager:
     return {name: float(np.mean([m[name] for m in stacked])) for name in stacked[0]}
 
 
+def root_rng(config: Any) -> jax.Array:
+  """The run's root key: `config.seed` with the PRNG implementation `config.prng_impl`."""
+  return jax.random.key(config.seed, impl=config.prng_impl)
+
+
+def check_batch_size(config: Any, mesh: Mesh) -> None:
+  """The global batch must split evenly over the mesh's batch axes and the processes."""
+  batch_axes = dict(config.sharding_rules).get("batch") or ()
+  batch_axes = (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes)
+  ways = math.prod(mesh.shape[axis] for axis in batch_axes)
+  if config.batch_size % ways or config.batch_size % jax.process_count():
+    raise ValueError(
+        f"config.batch_size={config.batch_size} does not split over the {ways} batch shards of "
+        f"the mesh {dict(mesh.shape)} and {jax.process_count()} process(es)")
+
+
 def initial_state(task: Task, config: Any, mesh: Mesh) -> tuple[Any, Any, Any]:
   """(abstract unboxed state with shardings, state shardings, init fn jitted into them)."""
-  init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+  init_rng = jax.random.fold_in(root_rng(config), 0)
   abstract_boxed = jax.eval_shape(task.init_state, init_rng)
   shardings = sharding_lib.state_shardings(abstract_boxed, mesh, config.sharding_rules)
   abstract = sharding_lib.abstract_state(abstract_boxed, shardings)
@@ -102,6 +118,7 @@ def initial_state(task: Task, config: Any, mesh: Mesh) -> tuple[Any, Any, Any]:
 
 def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
   """Trains to `config.total_steps` (resuming from `workdir`) and returns the final state."""
+  check_batch_size(config, mesh)
   os.makedirs(workdir, exist_ok=True)
   abstract, shardings, init_fn = initial_state(task, config, mesh)
   logging.info("train state: %s parameters and optimiser values",
@@ -120,7 +137,7 @@ def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
     last_saved_step = checkpointer.latest_step()
 
     data_sharding = input_pipeline.batch_sharding(mesh, config.sharding_rules)
-    step_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+    step_rng = jax.random.fold_in(root_rng(config), 1)
     train_step = jax.jit(task.train_step, in_shardings=(shardings, data_sharding, None, None),
                          out_shardings=(shardings, None), donate_argnums=0)
     frozen = jax.device_put(task.frozen, sharding_lib.replicated(mesh))

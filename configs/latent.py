@@ -1,0 +1,187 @@
+"""Stage 1: VASA-1's face latent autoencoder (MegaPortraits-based), `vasa_jax.trainers.latent`.
+
+  python -m vasa_jax.train --config=configs/latent.py:tiny --workdir=/tmp/latent_tiny \
+      --config.data_dir=DIR
+
+Variants (after the colon):
+  512 (default): paper size at 512x512 input; appearance volume 96 channels x 16 deep x 64 x 64
+      (H/8); 179M parameters (VASA-1 reports ~200M for its face latent model).
+  256: the same network widths at 256x256 input (volume 96 x 16 x 32 x 32).
+  tiny: 64x64 input, narrow layers and single residual blocks (0.2M parameters); a forward and
+      backward pass at batch 4 takes ~0.1 s on a CPU once compiled (for tests and smoke runs).
+Print the parameter counts with `python -m vasa_jax.models.autoencoder 512 256 tiny`.
+Where the papers are silent (block counts, warping-generator widths, pose bounds), the values are
+this project's choices, noted per field.
+"""
+
+import ml_collections
+
+from configs import common
+
+VARIANTS = ("512", "256", "tiny")
+
+
+def model_config(image_size) -> ml_collections.ConfigDict:
+  """The paper-size architecture (`FaceAutoencoder.from_config` reads it)."""
+  model = ml_collections.ConfigDict()
+  # Resolution of the (square) images fed to the model; a reference to `config.image_size`.
+  model.image_size = image_size
+  # Compute dtype of the activations ("float32", or "bfloat16" on accelerators); parameters are
+  # always float32, normalisation always runs in float32.
+  model.dtype = "float32"
+  # Rematerialise every residual block in the backward pass (less memory, ~1/3 more compute).
+  model.remat = False
+  # Group-norm groups (reduced to a divisor of the channel count of narrow layers).
+  model.num_groups = 32
+  # Channels C of the 3D appearance volume (MegaPortraits: 96).
+  model.volume_channels = 96
+  # Depth D of the appearance volume (MegaPortraits: 16; 96 x 16 = 1536 2D channels).
+  model.volume_depth = 16
+  # Size of the identity code z_id (MegaPortraits' ResNet-50 descriptor; 512 here).
+  model.identity_dim = 512
+  # Size of the facial-dynamics latent z_dyn (VASA-1 does not say; 256).
+  model.dyn_dim = 256
+  # Padding of the trilinear warps: "border" replicates edge voxels, "zeros" fades to 0.
+  model.warp_padding = "border"
+
+  # Appearance encoder: 2D residual stages (the first at full resolution, each later one halving
+  # it: len - 1 halvings, 3 -> the volume is H/8), 1x1 conv to C*D, reshape, 3D residual blocks.
+  model.appearance = ml_collections.ConfigDict()
+  model.appearance.stage_channels = (64, 128, 256, 512)  # MegaPortraits' 2D widths
+  model.appearance.blocks_per_stage = 2  # 2D residual blocks per stage
+  model.appearance.volume_blocks = 6  # 3D residual blocks on the volume
+
+  # Identity encoder: a ResNet-style network (here ResNet-34 depth) globally pooled to z_id.
+  model.identity = ml_collections.ConfigDict()
+  model.identity.stage_channels = (64, 128, 256, 512)  # every stage halves the resolution
+  model.identity.blocks_per_stage = 3  # residual blocks per stage
+  model.identity.input_size = 256  # images are resized to this first (0: as given)
+
+  # Motion encoder: two ResNet-18-style networks, one for z_pose and one for z_dyn.
+  model.motion = ml_collections.ConfigDict()
+  model.motion.stage_channels = (64, 128, 256, 512)  # ResNet-18 widths
+  model.motion.blocks_per_stage = 2  # ResNet-18 depth
+  model.motion.input_size = 256  # images are resized to this first (0: as given)
+  model.motion.max_rotation = 1.5  # |yaw|, |pitch|, |roll| < this (radians), tanh-bounded
+  model.motion.max_translation = 0.5  # |tx|, |ty|, |tz| < this (normalised coordinates)
+  model.motion.max_log_scale = 0.5  # |log scale| < this
+
+  # Warping generators (source->canonical and canonical->driver, same architecture): a dense
+  # seed grid at the volume size / 2^(levels - 1), adaptive-group-norm 3D residual blocks
+  # conditioned on [z_dyn, z_id], 2x upsampling between levels, zero-initialised flow output.
+  model.warping = ml_collections.ConfigDict()
+  model.warping.seed_channels = 64  # channels of the dense seed grid
+  # Channels of each level, coarsest first (seed grid 2 x 8 x 8 at 512, 2 x 4 x 4 at 256).
+  model.warping.level_channels = (256, 128, 64, 32)
+  model.warping.blocks_per_level = 2  # residual blocks per level
+  model.warping.max_flow = 0.25  # bound of each flow component (normalised units, tanh)
+
+  # G3D: a 3D U-Net on the canonical volume (each level halves D, H, W), identity at init.
+  model.canonical = ml_collections.ConfigDict()
+  model.canonical.level_channels = (128, 256, 512)  # finest first
+  model.canonical.blocks_per_level = 2  # residual blocks per level, encoder and decoder each
+
+  # G2D: orthographic projection (D*C -> channels, 1x1 conv), residual blocks, upsampling.
+  model.decoder = ml_collections.ConfigDict()
+  model.decoder.channels = 512  # width at the volume resolution
+  model.decoder.residual_blocks = 8  # MegaPortraits: 8
+  # Channels after each 2x upsampling: as many as the appearance encoder's halvings.
+  model.decoder.upsample_channels = (256, 128, 64)
+  return model
+
+
+def _shrink_to_tiny(model: ml_collections.ConfigDict) -> None:
+  """Narrow layers and single residual blocks; the volume is 8 channels x 4 x 8 x 8 at 64 px."""
+  model.num_groups = 4
+  model.volume_channels = 8
+  model.volume_depth = 4
+  model.identity_dim = 32
+  model.dyn_dim = 16
+  model.appearance.update(stage_channels=(8, 16, 16, 32), blocks_per_stage=1, volume_blocks=1)
+  model.identity.update(stage_channels=(8, 16, 32), blocks_per_stage=1, input_size=0)
+  model.motion.update(stage_channels=(8, 16, 32), blocks_per_stage=1, input_size=0)
+  model.warping.update(seed_channels=8, level_channels=(16, 8), blocks_per_level=1)
+  model.canonical.update(level_channels=(8, 16), blocks_per_level=1)
+  model.decoder.update(channels=32, residual_blocks=1, upsample_channels=(16, 8, 8))
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  """Stage-1 config; `arg` is the variant: "512" (default), "256" or "tiny"."""
+  variant = arg or "512"
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown configs/latent.py variant {variant!r}; choose one of {VARIANTS}")
+  config = common.base_config()
+  config.stage = "latent"
+  # Resolution of the square face crops fed to the model (and produced by it).
+  config.image_size = {"512": 512, "256": 256, "tiny": 64}[variant]
+  config.model = model_config(config.get_ref("image_size"))
+  if variant == "tiny":
+    _shrink_to_tiny(config.model)
+  _add_training_fields(config, variant)
+  return config
+
+
+def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> None:
+  """Optimisation, losses, discriminator, pretrained networks and data of `trainers/latent`."""
+  # MegaPortraits: the 256 model trains 200k iterations at batch 24, the 512 one 300k at 16.
+  config.total_steps = {"512": 300_000, "256": 200_000, "tiny": 2_000}[variant]
+  config.batch_size = {"512": 16, "256": 24, "tiny": 8}[variant]
+  config.log_every_steps = {"512": 100, "256": 100, "tiny": 20}[variant]
+  config.checkpoint_every_steps = {"512": 5_000, "256": 5_000, "tiny": 500}[variant]
+  config.eval_every_steps = {"512": 5_000, "256": 5_000, "tiny": 500}[variant]
+  # Decay of the exponential moving average of the generator's weights (evaluated and exported).
+  config.ema_decay = 0.999
+
+  # AdamW with a cosine decay (MegaPortraits: 2e-4 -> 1e-6); generator and discriminator alike.
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 2e-4  # peak learning rate
+  config.optimizer.final_learning_rate = 1e-6  # reached at total_steps
+  config.optimizer.b1 = 0.5  # Adam beta1 (the papers are silent; 0.5 is the usual GAN choice)
+  config.optimizer.b2 = 0.999  # Adam beta2
+  config.optimizer.eps = 1e-8  # Adam epsilon
+  config.optimizer.weight_decay = 1e-2  # AdamW decoupled weight decay
+  config.optimizer.grad_clip_norm = 1.0  # gradients clipped to this global norm
+
+  # Loss weights (0 turns a term off). MegaPortraits' values where it gives them; VASA-1 gives
+  # none for its two additions, so those are this project's choices.
+  config.loss = ml_collections.ConfigDict()
+  config.loss.l1 = 10.0  # L1 between the reenacted image and the driver frame (our choice)
+  config.loss.vgg = 20.0  # VGG19 perceptual (MegaPortraits: 20); needs pretrained.vgg19
+  config.loss.face = 4.0  # face perceptual on ArcFace features, standing in for MegaPortraits'
+  #                         VGGFace term (weight 4); needs pretrained.arcface
+  config.loss.adversarial = 1.0  # hinge GAN, generator side (MegaPortraits: 1)
+  config.loss.feature_matching = 40.0  # discriminator feature matching (MegaPortraits: 40)
+  config.loss.cycle = 2.0  # cycle consistency of dynamics codes, CosFace form (MegaPortraits: 2)
+  config.loss.cycle_scale = 5.0  # CosFace s (MegaPortraits: 5)
+  config.loss.cycle_margin = 0.2  # CosFace m (MegaPortraits: 0.2)
+  config.loss.pairwise_l1 = 10.0  # VASA-1 pose/dynamics transfer: L1 between the two renders
+  config.loss.pairwise_vgg = 10.0  # the same pair, VGG19 perceptual; needs pretrained.vgg19
+  config.loss.identity = 5.0  # VASA-1 cross-identity ArcFace cosine distance; needs arcface
+
+  # Multi-scale patch discriminator (pix2pixHD style).
+  config.discriminator = ml_collections.ConfigDict()
+  config.discriminator.num_scales = {"tiny": 2}.get(variant, 3)  # image scales (x1, x1/2, ...)
+  config.discriminator.base_features = {"tiny": 8}.get(variant, 64)  # first conv's channels
+  config.discriminator.num_layers = {"tiny": 2}.get(variant, 3)  # stride-2 convs per scale
+  config.discriminator.max_features = 512  # channel cap
+  config.discriminator.instance_norm = True  # instance norm in hidden layers
+
+  # Pretrained networks of the perceptual terms: `.npz` files written by
+  # `python -m data_prep.convert_weights` from the released torchvision / arcface_torch weights.
+  # Empty: the terms that need them are off (the run log lists them).
+  config.pretrained = ml_collections.ConfigDict()
+  config.pretrained.vgg19 = ""  # converted torchvision vgg19 weights
+  config.pretrained.arcface = ""  # converted arcface_torch IResNet backbone
+  config.pretrained.arcface_depth = 100  # that backbone's depth (50 or 100 for the releases)
+
+  # Data: stage-1 samples (source and driver frames of a clip, a frame of another speaker).
+  config.data.train_split = "train"  # split trained on
+  config.data.eval_split = "test"  # held-out split of the evaluation grids and PSNR
+  config.data.eval_batch_size = 8  # examples in the fixed evaluation batch
+  config.data.augment = ml_collections.ConfigDict()  # see input_pipeline.Augmentation
+  config.data.augment.flip_prob = 0.5  # horizontal flips (source and driver flip together)
+  config.data.augment.brightness = 0.1  # +-10% brightness
+  config.data.augment.contrast = 0.1  # +-10% contrast
+  config.data.augment.saturation = 0.1  # +-10% saturation
+  config.data.augment.scale = 0.05  # +-5% zoom of the crop
+  config.data.augment.shift = 0.03  # +-3% shift of the crop centre

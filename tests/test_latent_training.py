@@ -1,0 +1,208 @@
+"""Stage-1 training: paper-size shapes, overfitting, devices, exact resume, loss switches."""
+
+import dataclasses
+import logging
+import os
+import signal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import latent as latent_config
+from data_prep import synthtalk
+from tests.test_training_loop import assert_trees_equal
+from tests.test_training_loop import one_device_mesh
+from vasa_jax import input_pipeline
+from vasa_jax import pretrained
+from vasa_jax.losses import latent as latent_losses
+from vasa_jax.trainers import latent
+from vasa_jax.training import loop
+from vasa_jax.training import sharding as sharding_lib
+
+
+@pytest.fixture(scope="module")
+def synthtalk_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("synthtalk"))
+  synthtalk.main([f"--output_dir={path}", "--num_speakers=6", "--clips_per_speaker=2",
+                  "--resolution=64", "--min_seconds=1", "--max_seconds=1.5",
+                  "--test_fraction=0.34", "--num_workers=1"])
+  return path
+
+
+def tiny_config(data_dir, **overrides):
+  config = latent_config.get_config("tiny")
+  config.data_dir = data_dir
+  config.batch_size = 8
+  config.data.eval_batch_size = 2
+  config.total_steps = 4
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 0
+  config.update(overrides)
+  return config
+
+
+def test_paper_size_init_and_train_step_trace(caplog):
+  config = latent_config.get_config()
+  # Trace every term: the perceptual networks get abstract variables (no weight files needed).
+  config.pretrained.vgg19 = "abstract"
+  config.pretrained.arcface = "abstract"
+  networks = latent.Networks.from_config(config)
+  weights = latent.loss_weights(config)
+  assert all(weights[term] > 0 for term in latent.TERM_NETWORK)
+  init_state, generator_tx, discriminator_tx = latent.make_init_state(networks, config)
+  abstract = jax.eval_shape(init_state, jax.random.key(0))
+  generator_parameters = sharding_lib.parameter_count(abstract.generator)
+  print(f"paper-size face latent autoencoder: {generator_parameters:,} parameters")
+  assert 100e6 < generator_parameters < 300e6
+  state = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype),
+                       nn.meta.unbox(abstract))
+  batch = {f"{name}_image": jax.ShapeDtypeStruct((2, 512, 512, 3), jnp.uint8)
+           for name in ("source", "driver", "cross_identity")}
+  frozen = {"vgg19": pretrained.abstract_variables(networks.vgg),
+            "arcface": pretrained.abstract_variables(networks.arcface)}
+  train_step = latent.make_train_step(networks, config, weights, generator_tx, discriminator_tx)
+  new_state, metrics = jax.eval_shape(train_step, state, batch, jax.random.key(1), frozen)
+  assert jax.tree.structure(new_state) == jax.tree.structure(state)
+  assert {"loss/l1", "loss/vgg", "loss/face", "loss/identity", "loss/cycle",
+          "loss/pairwise_l1", "loss/adversarial", "loss/feature_matching",
+          "loss/discriminator"} <= set(metrics)
+
+
+def test_missing_pretrained_weights_turn_their_terms_off_and_say_so(caplog):
+  config = latent_config.get_config("tiny")
+  with caplog.at_level(logging.WARNING):
+    weights = latent.loss_weights(config)
+  assert weights["vgg"] == weights["face"] == weights["identity"] == 0.0
+  assert weights["l1"] > 0 and weights["cycle"] > 0 and weights["adversarial"] > 0
+  assert "loss term 'vgg' (weight 20) is OFF" in caplog.text
+  assert "config.pretrained.arcface names no weight file" in caplog.text
+
+
+def test_cosface_loss_rewards_matching_descriptors():
+  rng = np.random.default_rng(0)
+  descriptors = jnp.asarray(rng.normal(size=(6, 8)), jnp.float32)
+  matched = latent_losses.cosface_loss(descriptors, descriptors, scale=5.0, margin=0.2)
+  shuffled = latent_losses.cosface_loss(descriptors, descriptors[::-1], scale=5.0, margin=0.2)
+  assert matched < shuffled
+  # The formula on a 2x2 case: cos = [[1, 0], [0, 1]].
+  eye = jnp.eye(2)
+  expected = -np.log(np.exp(5 * 0.8) / (np.exp(5 * 0.8) + np.exp(0.0)))
+  np.testing.assert_allclose(latent_losses.cosface_loss(eye, eye, 5.0, 0.2), expected, rtol=1e-5)
+
+
+def test_tiny_model_overfits_a_handful_of_frames(synthtalk_dir):
+  config = tiny_config(synthtalk_dir)
+  for term in ("adversarial", "feature_matching", "cycle"):
+    config.loss[term] = 0.0
+  config.optimizer.learning_rate = 3e-3
+  config.optimizer.final_learning_rate = 3e-3
+  networks = latent.Networks.from_config(config)
+  weights = latent.loss_weights(config)
+  init_state, generator_tx, discriminator_tx = latent.make_init_state(networks, config)
+  state = jax.jit(lambda rng: nn.meta.unbox(init_state(rng)))(loop.root_rng(config))
+  batch = next(input_pipeline.stage1_iterator(synthtalk_dir, "train", batch_size=4,
+                                              image_size=64, seed=0))
+  train_step = jax.jit(latent.make_train_step(networks, config, weights, generator_tx,
+                                              discriminator_tx))
+  frozen = {"vgg19": None, "arcface": None}
+  losses = []
+  for step in range(80):
+    state, metrics = train_step(state, batch, jax.random.fold_in(loop.root_rng(config), step),
+                                frozen)
+    losses.append(float(metrics["loss/l1"]))
+  driver = latent.to_model_range(batch["driver_image"])
+  mean_image = jnp.mean(driver, axis=(1, 2), keepdims=True) * jnp.ones_like(driver)
+  baseline_psnr = float(jnp.mean(latent_losses.psnr(mean_image, driver)))
+  final_psnr = float(metrics["psnr/reenacted"])
+  print(f"l1 {losses[0]:.3f} -> {losses[-1]:.3f}; PSNR {final_psnr:.1f} dB vs mean-colour "
+        f"baseline {baseline_psnr:.1f} dB")
+  assert losses[-1] < losses[0] / 3
+  assert final_psnr > baseline_psnr + 5.0
+
+
+@pytest.mark.slow
+def test_one_step_same_on_one_and_eight_devices(synthtalk_dir):
+  config = tiny_config(synthtalk_dir)
+  # Adam's first update is ~lr * sign(gradient): a gradient of ~0 whose sign depends on the
+  # summation order would flip a parameter by 2 * lr. A larger epsilon keeps the update a smooth
+  # function of the gradient, so float tolerance compares the sharded maths itself.
+  config.optimizer.eps = 1e-3
+  task = latent.make_task(config)
+  batches = [next(task.train_iterator) for _ in range(3)]
+  rng = loop.root_rng(config)
+
+  def step_on(mesh):
+    _, shardings, _ = loop.initial_state(task, config, mesh)
+    data_sharding = input_pipeline.batch_sharding(mesh, config.sharding_rules)
+    train_step = jax.jit(task.train_step, in_shardings=(shardings, data_sharding, None, None),
+                         out_shardings=(shardings, None))
+    return lambda state, batch, step: train_step(
+        jax.device_put(state, shardings), input_pipeline.make_global_batch(batch, data_sharding),
+        jax.random.fold_in(rng, step), task.frozen)
+
+  # Two warm-up steps on one device move the state off the initialisation, where the identity
+  # warp samples exactly at voxel centres: there trilinear sampling has a kink, and a one-ulp
+  # difference in a coordinate picks the other one-sided derivative.
+  one_device = one_device_mesh()
+  state = loop.initial_state(task, config, one_device)[2]()
+  single_device_step = step_on(one_device)
+  for step in range(2):
+    state, _ = single_device_step(state, batches[step], step)
+  state = jax.device_get(state)
+  single, single_metrics = single_device_step(state, batches[2], 2)
+  sharded, sharded_metrics = step_on(
+      sharding_lib.create_mesh({"data": 2, "fsdp": 4, "model": 1}))(state, batches[2], 2)
+  kernel = sharded.generator["decoder"]["projection"]["conv"]["kernel"]  # 32 channels / 4 fsdp
+  assert kernel.sharding.spec[-1] == "fsdp" and len(kernel.sharding.device_set) == 8
+  for name in single_metrics:
+    np.testing.assert_allclose(sharded_metrics[name], single_metrics[name], rtol=1e-4,
+                               err_msg=name)
+  assert_trees_equal(single, sharded, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sigterm_resume_equals_uninterrupted_run(synthtalk_dir, tmp_path):
+  config = tiny_config(synthtalk_dir, total_steps=4, eval_every_steps=1)
+  mesh = sharding_lib.create_mesh({"data": -1, "fsdp": 2, "model": 1})
+  straight = loop.train(config, str(tmp_path / "straight"),
+                        dataclasses.replace(latent.make_task(config), evaluate=None), mesh)
+
+  def terminate_at_step_1(state, step, writer):  # pylint: disable=unused-argument
+    if step == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  workdir = str(tmp_path / "interrupted")
+  stopped = loop.train(config, workdir, dataclasses.replace(
+      latent.make_task(config), evaluate=terminate_at_step_1), mesh)
+  assert int(stopped.step) == 2
+  resumed = loop.train(config, workdir, dataclasses.replace(latent.make_task(config),
+                                                            evaluate=None), mesh)
+  assert int(resumed.step) == 4
+  assert_trees_equal(straight, resumed)  # generator, discriminator, both Adam states, EMA
+
+
+def test_evaluation_writes_psnr_and_an_image_grid(synthtalk_dir):
+  config = tiny_config(synthtalk_dir, eval_every_steps=1)
+  task = latent.make_task(config)
+  state = jax.jit(lambda rng: nn.meta.unbox(task.init_state(rng)))(loop.root_rng(config))
+
+  class RecordingWriter:
+    def __init__(self):
+      self.scalars, self.images = {}, {}
+
+    def write_scalars(self, step, scalars):
+      self.scalars.update(scalars)
+
+    def write_images(self, step, images):
+      self.images.update(images)
+
+  writer = RecordingWriter()
+  task.evaluate(state, 1, writer)
+  assert set(writer.scalars) == {"eval/psnr_self", "eval/psnr_reenacted"}
+  assert all(np.isfinite(value) for value in writer.scalars.values())
+  (grid,) = writer.images.values()
+  assert grid.shape == (1, 2 * 64, 6 * 64, 3) and grid.dtype == np.uint8

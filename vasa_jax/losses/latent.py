@@ -1,0 +1,42 @@
+"""Stage-1 loss terms that need no pretrained network (pure functions, float32 results).
+
+The perceptual, identity and adversarial terms live beside their networks
+(`vasa_jax.models.perceptual`, `vasa_jax.models.discriminator`); the trainer
+(`vasa_jax.trainers.latent`) combines everything with the weights of `config.loss`.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def l1(prediction: jax.Array, target: jax.Array) -> jax.Array:
+  """Mean absolute difference, float32 scalar."""
+  return jnp.mean(jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32)))
+
+
+def cosface_loss(anchors: jax.Array, positives: jax.Array, scale: float,
+                 margin: float) -> jax.Array:
+  """MegaPortraits' cycle-consistency loss on motion descriptors, in CosFace form.
+
+  Row n of `anchors` [N, D] should match row n of `positives` [N, D] (cosine similarity pushed
+  above the others by `margin`) and not the other rows, which act as negatives:
+    -mean_n log( e^{s (cos(a_n, p_n) - m)} / (e^{s (cos(a_n, p_n) - m)} + sum_{k != n}
+                 e^{s cos(a_n, p_k)}) ).
+  Returns a float32 scalar.
+  """
+  anchors = _normalise(anchors.astype(jnp.float32))
+  positives = _normalise(positives.astype(jnp.float32))
+  cosines = anchors @ positives.T  # [N, N]
+  logits = scale * (cosines - margin * jnp.eye(cosines.shape[0]))
+  return -jnp.mean(jnp.diagonal(jax.nn.log_softmax(logits, axis=-1)))
+
+
+def psnr(prediction: jax.Array, target: jax.Array) -> jax.Array:
+  """Peak signal-to-noise ratio (dB) per image of [B, H, W, C] images in [-1, 1] -> [B]."""
+  error = jnp.mean(jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32)),
+                   axis=(1, 2, 3))
+  return 10.0 * jnp.log10(4.0 / jnp.maximum(error, 1e-10))  # peak-to-peak range is 2
+
+
+def _normalise(vectors: jax.Array) -> jax.Array:
+  return vectors / jnp.sqrt(jnp.sum(jnp.square(vectors), axis=-1, keepdims=True) + 1e-12)

@@ -1,0 +1,317 @@
+"""Stage 1: trains the face latent autoencoder (`configs/latent.py`).
+
+  python -m vasa_jax.train --config=configs/latent.py:tiny --workdir=/tmp/latent \
+      --config.data_dir=/tmp/vasa_demo/synthtalk
+
+Each step takes a source frame I_i and a driver frame I_j of one clip and a frame I_d of another
+speaker, and decodes four images in one batched pass of the decoder:
+  reenacted          D(V_i, z_id_i, pose_j, dyn_j)  -> should be I_j (reconstruction terms, GAN)
+  pose_transfer      D(V_j, z_id_j, pose_i, dyn_j)  } VASA-1's pairwise transfer loss: both show
+  dynamics_transfer  D(V_i, z_id_i, pose_i, dyn_j)  } pose i and dynamics j, so they should agree
+  cross_reenacted    D(V_i, z_id_i, pose_d, dyn_d)  -> should keep I_i's identity (ArcFace cosine)
+The motion encoder re-reads `reenacted` and `cross_reenacted`: their dynamics codes should match
+the drivers' (MegaPortraits' cycle consistency, CosFace form over the batch). The discriminator
+trains on I_j against `reenacted` with the hinge loss. Terms that need a pretrained network
+(VGG19 perceptual, ArcFace face perceptual and identity) are on only when `config.pretrained`
+names its weight file; the log says which terms are off and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vasa_jax import input_pipeline
+from vasa_jax import pretrained
+from vasa_jax.losses import latent as latent_losses
+from vasa_jax.models import autoencoder as autoencoder_lib
+from vasa_jax.models import discriminator as discriminator_lib
+from vasa_jax.models import iresnet
+from vasa_jax.models import perceptual
+from vasa_jax.models import vgg
+from vasa_jax.training import loop
+
+# Loss terms and the pretrained network each needs (None: none).
+TERM_NETWORK = {
+    "l1": None, "vgg": "vgg19", "face": "arcface", "adversarial": None,
+    "feature_matching": None, "cycle": None, "pairwise_l1": None, "pairwise_vgg": "vgg19",
+    "identity": "arcface",
+}
+
+
+@flax.struct.dataclass
+class LatentTrainState:
+  step: jax.Array  # [] int32
+  generator: Any  # FaceAutoencoder parameters
+  discriminator: Any  # MultiScaleDiscriminator parameters
+  generator_opt_state: Any
+  discriminator_opt_state: Any
+  ema_generator: Any  # exponential moving average of `generator`
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+  """The modules of stage 1 (the perceptual ones only when their weights are given)."""
+  autoencoder: autoencoder_lib.FaceAutoencoder
+  discriminator: discriminator_lib.MultiScaleDiscriminator
+  vgg: Optional[vgg.VGG19]
+  arcface: Optional[iresnet.IResNet]
+
+  @classmethod
+  def from_config(cls, config) -> "Networks":
+    dtype = jnp.dtype(config.model.dtype)
+    return cls(
+        autoencoder=autoencoder_lib.FaceAutoencoder.from_config(config.model),
+        discriminator=discriminator_lib.MultiScaleDiscriminator(
+            **config.discriminator.to_dict(), dtype=dtype),
+        vgg=vgg.VGG19(dtype=dtype) if config.pretrained.vgg19 else None,
+        arcface=iresnet.iresnet(config.pretrained.arcface_depth, dtype=dtype)
+        if config.pretrained.arcface else None)
+
+
+def loss_weights(config) -> dict[str, float]:
+  """`config.loss` weights with the terms whose pretrained network is missing set to 0."""
+  available = {None: True, "vgg19": bool(config.pretrained.vgg19),
+               "arcface": bool(config.pretrained.arcface)}
+  weights = {}
+  for term, network in TERM_NETWORK.items():
+    weight = float(config.loss[term])
+    if weight and not available[network]:
+      logging.warning("loss term %r (weight %g) is OFF: config.pretrained.%s names no weight "
+                      "file", term, weight, network)
+      weight = 0.0
+    weights[term] = weight
+  return weights
+
+
+def load_frozen(config) -> dict[str, Any]:
+  """The pretrained perceptual networks' variables ({"vgg19": ..., "arcface": ...} or None)."""
+  return {
+      "vgg19": pretrained.load_vgg19(config.pretrained.vgg19) if config.pretrained.vgg19
+      else None,
+      "arcface": pretrained.load_iresnet(config.pretrained.arcface,
+                                         config.pretrained.arcface_depth)
+      if config.pretrained.arcface else None,
+  }
+
+
+def make_optimizer(optimizer_config, total_steps: int) -> optax.GradientTransformation:
+  """Clipped AdamW with a cosine decay from `learning_rate` to `final_learning_rate`."""
+  schedule = optax.cosine_decay_schedule(
+      optimizer_config.learning_rate, max(total_steps, 1),
+      alpha=optimizer_config.final_learning_rate / optimizer_config.learning_rate)
+  return optax.chain(
+      optax.clip_by_global_norm(optimizer_config.grad_clip_norm),
+      optax.adamw(schedule, b1=optimizer_config.b1, b2=optimizer_config.b2,
+                  eps=optimizer_config.eps, weight_decay=optimizer_config.weight_decay))
+
+
+def to_model_range(images: jax.Array) -> jax.Array:
+  """uint8 [B, S, S, 3] -> float32 in [-1, 1]."""
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
+                      source: jax.Array, driver: jax.Array,
+                      cross_identity: jax.Array) -> dict[str, jax.Array]:
+  """The four decoded images of a step plus the codes they came from (see the module doc)."""
+  variables = {"params": params}
+  batch = source.shape[0]
+  z_pose, z_dyn = autoencoder.apply(  # [3B, 7], [3B, dyn]
+      variables, jnp.concatenate([source, driver, cross_identity]),
+      method=autoencoder_lib.FaceAutoencoder.encode_motion)
+  pose_i, pose_j, pose_d = jnp.split(z_pose, 3)
+  dyn_i, dyn_j, dyn_d = jnp.split(z_dyn, 3)
+  volumes, identities = autoencoder.apply(  # [2B, D, h, w, C], [2B, id]
+      variables, jnp.concatenate([source, driver]),
+      motion=(z_pose[:2 * batch], z_dyn[:2 * batch]),
+      method=autoencoder_lib.FaceAutoencoder.encode_appearance)
+  volume_i, volume_j = jnp.split(volumes, 2)
+  id_i, id_j = jnp.split(identities, 2)
+  decoded = autoencoder.apply(  # [4B, S, S, 3]
+      variables,
+      jnp.concatenate([volume_i, volume_j, volume_i, volume_i]),
+      jnp.concatenate([id_i, id_j, id_i, id_i]),
+      jnp.concatenate([pose_j, pose_i, pose_i, pose_d]),
+      jnp.concatenate([dyn_j, dyn_j, dyn_j, dyn_d]),
+      method=autoencoder_lib.FaceAutoencoder.decode)
+  reenacted, pose_transfer, dynamics_transfer, cross_reenacted = jnp.split(decoded, 4)
+  return {"reenacted": reenacted, "pose_transfer": pose_transfer,
+          "dynamics_transfer": dynamics_transfer, "cross_reenacted": cross_reenacted,
+          "driver_dyn": dyn_j, "cross_identity_dyn": dyn_d}
+
+
+def generator_loss(networks: Networks, weights: dict[str, float], config, params: Any,
+                   discriminator_params: Any, frozen: dict[str, Any],
+                   images: dict[str, jax.Array]) -> tuple[jax.Array, tuple[dict, dict]]:
+  """Weighted sum of every active term; returns (total, (terms, outputs))."""
+  source, driver = images["source"], images["driver"]
+  outputs = generator_outputs(networks.autoencoder, params, source, driver,
+                              images["cross_identity"])
+  reenacted = outputs["reenacted"]
+  terms = {"l1": latent_losses.l1(reenacted, driver),
+           "pairwise_l1": latent_losses.l1(outputs["pose_transfer"],
+                                           outputs["dynamics_transfer"])}
+  if weights["vgg"] or weights["pairwise_vgg"]:
+    terms["vgg"] = perceptual.vgg_perceptual_loss(frozen["vgg19"], reenacted, driver,
+                                                  model=networks.vgg)
+    terms["pairwise_vgg"] = perceptual.vgg_perceptual_loss(
+        frozen["vgg19"], outputs["pose_transfer"], outputs["dynamics_transfer"],
+        model=networks.vgg)
+  if weights["face"] or weights["identity"]:
+    terms["face"] = perceptual.face_perceptual_loss(frozen["arcface"], reenacted, driver,
+                                                    model=networks.arcface)
+    terms["identity"] = jnp.mean(perceptual.identity_cosine_distance(
+        jax.lax.stop_gradient(perceptual.identity_embedding(frozen["arcface"], source,
+                                                            model=networks.arcface)),
+        perceptual.identity_embedding(frozen["arcface"], outputs["cross_reenacted"],
+                                      model=networks.arcface)))
+  if weights["adversarial"] or weights["feature_matching"]:
+    fake_features, fake_logits = networks.discriminator.apply(
+        {"params": discriminator_params}, reenacted)
+    real_features, _ = networks.discriminator.apply({"params": discriminator_params}, driver)
+    terms["adversarial"] = discriminator_lib.hinge_g_loss(fake_logits)
+    terms["feature_matching"] = discriminator_lib.feature_matching_loss(real_features,
+                                                                         fake_features)
+  if weights["cycle"]:
+    reread_pose, reread_dyn = networks.autoencoder.apply(  # [2B, ...]
+        {"params": params}, jnp.concatenate([reenacted, outputs["cross_reenacted"]]),
+        method=autoencoder_lib.FaceAutoencoder.encode_motion)
+    del reread_pose  # pose is explicit; the cycle constrains the dynamics descriptor
+    targets = jax.lax.stop_gradient(
+        jnp.concatenate([outputs["driver_dyn"], outputs["cross_identity_dyn"]]))
+    terms["cycle"] = latent_losses.cosface_loss(reread_dyn, targets, config.loss.cycle_scale,
+                                                config.loss.cycle_margin)
+  total = sum(weights[name] * value for name, value in terms.items())
+  return total, (terms, outputs)
+
+
+def discriminator_loss(networks: Networks, params: Any, driver: jax.Array,
+                       reenacted: jax.Array) -> jax.Array:
+  _, real_logits = networks.discriminator.apply({"params": params}, driver)
+  _, fake_logits = networks.discriminator.apply({"params": params},
+                                                jax.lax.stop_gradient(reenacted))
+  return discriminator_lib.hinge_d_loss(real_logits, fake_logits)
+
+
+def make_init_state(networks: Networks, config):
+  generator_tx = make_optimizer(config.optimizer, config.total_steps)
+  discriminator_tx = make_optimizer(config.optimizer, config.total_steps)
+
+  def init_state(rng: jax.Array) -> LatentTrainState:
+    generator_rng, discriminator_rng = jax.random.split(rng)
+    image = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
+    generator = networks.autoencoder.init(generator_rng, image, image)["params"]
+    discriminator = networks.discriminator.init(discriminator_rng, image)["params"]
+    return LatentTrainState(
+        step=jnp.zeros((), jnp.int32), generator=generator, discriminator=discriminator,
+        generator_opt_state=generator_tx.init(generator),
+        discriminator_opt_state=discriminator_tx.init(discriminator),
+        ema_generator=generator)
+  return init_state, generator_tx, discriminator_tx
+
+
+def make_train_step(networks: Networks, config, weights: dict[str, float],
+                    generator_tx: optax.GradientTransformation,
+                    discriminator_tx: optax.GradientTransformation):
+  adversarial = bool(weights["adversarial"] or weights["feature_matching"])
+
+  def train_step(state: LatentTrainState, batch: dict, rng: jax.Array, frozen: dict):
+    del rng  # stage 1 draws no randomness inside the step
+    images = {name: to_model_range(batch[f"{name}_image"])
+              for name in ("source", "driver", "cross_identity")}
+    loss_fn = functools.partial(generator_loss, networks, weights, config)
+    (total, (terms, outputs)), generator_grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.generator, state.discriminator, frozen, images)
+    updates, generator_opt_state = generator_tx.update(
+        generator_grads, state.generator_opt_state, state.generator)
+    generator = optax.apply_updates(state.generator, updates)
+    metrics = {f"loss/{name}": value for name, value in terms.items()}
+    metrics["loss/generator_total"] = total
+    metrics["generator_grad_norm"] = optax.global_norm(generator_grads)
+    metrics["psnr/reenacted"] = jnp.mean(latent_losses.psnr(outputs["reenacted"],
+                                                            images["driver"]))
+    discriminator, discriminator_opt_state = state.discriminator, state.discriminator_opt_state
+    if adversarial:
+      d_loss, d_grads = jax.value_and_grad(functools.partial(discriminator_loss, networks))(
+          state.discriminator, images["driver"], outputs["reenacted"])
+      d_updates, discriminator_opt_state = discriminator_tx.update(
+          d_grads, state.discriminator_opt_state, state.discriminator)
+      discriminator = optax.apply_updates(state.discriminator, d_updates)
+      metrics["loss/discriminator"] = d_loss
+    ema_generator = optax.incremental_update(generator, state.ema_generator,
+                                             step_size=1.0 - config.ema_decay)
+    return LatentTrainState(
+        step=state.step + 1, generator=generator, discriminator=discriminator,
+        generator_opt_state=generator_opt_state,
+        discriminator_opt_state=discriminator_opt_state, ema_generator=ema_generator), metrics
+  return train_step
+
+
+def image_grid(rows: list[np.ndarray]) -> np.ndarray:
+  """Columns of [B, S, S, 3] images in [-1, 1] -> one uint8 [B*S, len*S, 3] grid."""
+  columns = [np.concatenate(list(np.asarray(images)), axis=0) for images in rows]
+  return np.clip((np.concatenate(columns, axis=1) + 1.0) * 127.5, 0, 255).astype(np.uint8)
+
+
+def make_evaluate(networks: Networks, config):
+  """Held-out PSNR (self-reconstruction and reenactment) and an image grid, with EMA weights."""
+  eval_batch = next(input_pipeline.stage1_iterator(
+      config.data_dir, config.data.eval_split, batch_size=config.data.eval_batch_size,
+      image_size=config.image_size, seed=config.seed, shuffle=False, process_index=0,
+      process_count=1))
+  images = {name: to_model_range(jnp.asarray(eval_batch[f"{name}_image"]))
+            for name in ("source", "driver", "cross_identity")}
+
+  @jax.jit
+  def evaluate_outputs(params):
+    outputs = generator_outputs(networks.autoencoder, params, images["source"],
+                                images["driver"], images["cross_identity"])
+    self_reconstruction = networks.autoencoder.apply(
+        {"params": params}, images["source"], images["source"])["reenacted_image"]
+    return outputs, self_reconstruction
+
+  def evaluate(state: LatentTrainState, step: int, writer) -> None:
+    outputs, self_reconstruction = evaluate_outputs(state.ema_generator)
+    writer.write_scalars(step, {
+        "eval/psnr_self": float(jnp.mean(latent_losses.psnr(self_reconstruction,
+                                                             images["source"]))),
+        "eval/psnr_reenacted": float(jnp.mean(latent_losses.psnr(outputs["reenacted"],
+                                                                 images["driver"]))),
+    })
+    grid = image_grid([images["source"], self_reconstruction, images["driver"],
+                       outputs["reenacted"], images["cross_identity"],
+                       outputs["cross_reenacted"]])
+    writer.write_images(step, {"eval/source_self_driver_reenacted_crossdriver_crossreenacted":
+                               grid[None]})
+  return evaluate
+
+
+def make_task(config, process_index: Optional[int] = None,
+              process_count: Optional[int] = None) -> loop.Task:
+  networks = Networks.from_config(config)
+  weights = loss_weights(config)
+  init_state, generator_tx, discriminator_tx = make_init_state(networks, config)
+  iterator = input_pipeline.stage1_iterator(
+      config.data_dir, config.data.train_split, batch_size=config.batch_size,
+      image_size=config.image_size, seed=config.seed,
+      augmentation=input_pipeline.Augmentation.from_config(config.data.augment),
+      process_index=process_index, process_count=process_count,
+      num_workers=config.data.num_workers, prefetch_batches=config.data.prefetch_batches)
+  return loop.Task(
+      init_state=init_state,
+      train_step=make_train_step(networks, config, weights, generator_tx, discriminator_tx),
+      train_iterator=iterator, frozen=load_frozen(config),
+      evaluate=make_evaluate(networks, config) if config.eval_every_steps else None)
+
+
+def train_and_evaluate(config, workdir: str, mesh) -> LatentTrainState:
+  return loop.train(config, workdir, make_task(config), mesh)
