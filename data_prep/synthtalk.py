@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import io
 import logging
 import math
 import multiprocessing
@@ -29,10 +28,10 @@ import subprocess
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from PIL import Image
 from scipy import signal
 from tqdm import tqdm
 
+from data_prep import media
 from data_prep import synthtalk_render as render_lib
 from vasa_jax import records
 
@@ -353,11 +352,6 @@ class Settings:
   jpeg_quality: int
 
 
-def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
-  buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-  return buffer.getvalue()
-
 
 @functools.lru_cache(maxsize=8)
 def _cached_speaker(seed: int, index: int) -> Speaker:
@@ -396,7 +390,7 @@ def make_clip(settings: Settings, speaker_index: int, clip_index: int) -> dict[s
       "source_path": "",
       "fps": float(settings.fps),
       "resolution": int(settings.resolution),
-      "frames": [encode_jpeg(image, settings.jpeg_quality) for image in images],
+      "frames": [media.encode_jpeg(image, settings.jpeg_quality) for image in images],
       "audio": audio,
       "audio_sample_rate": records.AUDIO_SAMPLE_RATE,
       "annotations": annotations,

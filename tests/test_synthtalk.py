@@ -11,6 +11,7 @@ from PIL import Image
 
 from data_prep import synthtalk
 from data_prep import face_tracker
+from data_prep import media
 from data_prep import synthtalk_render as render_lib
 from vasa_jax import records
 
@@ -143,7 +144,7 @@ def test_stored_identity_and_factors_rerender_the_stored_frames(dataset):
   error = np.abs(images.astype(np.float32) - decode_frames(record).astype(np.float32))
   assert error.mean() < 5.0  # JPEG's error
   # Encoded as the generator does, the re-render is the stored frame, byte for byte.
-  assert [synthtalk.encode_jpeg(image, 90) for image in images] == record["frames"]
+  assert [media.encode_jpeg(image, 90) for image in images] == record["frames"]
   np.testing.assert_allclose(landmarks, record["annotations"]["landmarks"], atol=1e-4)
   # One frame rendered alone is the same frame, and rendering is deterministic.
   single, single_landmarks = render_lib.render_with_landmarks(identity, factors[7], 64)
