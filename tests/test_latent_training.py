@@ -45,7 +45,7 @@ def tiny_config(data_dir, **overrides):
   return config
 
 
-def test_paper_size_init_and_train_step_trace(caplog):
+def test_paper_size_init_and_train_step_trace():
   config = latent_config.get_config()
   # Trace every term: the perceptual networks get abstract variables (no weight files needed).
   config.pretrained.vgg19 = "abstract"
