@@ -9,6 +9,8 @@ Variants (after the colon):
   256: the same network widths at 256x256 input (volume 96 x 16 x 32 x 32).
   tiny: 64x64 input, narrow layers and single residual blocks (0.2M parameters); a forward and
       backward pass at batch 4 takes ~0.1 s on a CPU once compiled (for tests and smoke runs).
+  small: tiny's widths with the volume at H/4 (8 x 4 x 16 x 16) and a shorter decoder; about 2x
+      tiny's step time, for the CPU learning check `experiments/latent_synthtalk.py`.
 Print the parameter counts with `python -m vasa_jax.models.autoencoder 512 256 tiny`.
 Where the papers are silent (block counts, warping-generator widths, pose bounds), the values are
 this project's choices, noted per field.
@@ -18,7 +20,7 @@ import ml_collections
 
 from configs import common
 
-VARIANTS = ("512", "256", "tiny")
+VARIANTS = ("512", "256", "tiny", "small")
 
 
 def model_config(image_size) -> ml_collections.ConfigDict:
@@ -105,19 +107,29 @@ def _shrink_to_tiny(model: ml_collections.ConfigDict) -> None:
   model.decoder.update(channels=32, residual_blocks=1, upsample_channels=(16, 8, 8))
 
 
+def _widen_volume_to_quarter(model: ml_collections.ConfigDict) -> None:
+  """`small`: tiny's widths, two encoder halvings so the volume is 8 x 4 x 16 x 16 at 64 px."""
+  model.appearance.update(stage_channels=(8, 16, 32))
+  model.warping.update(level_channels=(16, 8, 8))
+  model.decoder.update(upsample_channels=(16, 8))
+
+
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  """Stage-1 config; `arg` is the variant: "512" (default), "256" or "tiny"."""
+  """Stage-1 config; `arg` is the variant: "512" (default), "256", "tiny" or "small"."""
   variant = arg or "512"
   if variant not in VARIANTS:
     raise ValueError(f"unknown configs/latent.py variant {variant!r}; choose one of {VARIANTS}")
   config = common.base_config()
   config.stage = "latent"
   # Resolution of the square face crops fed to the model (and produced by it).
-  config.image_size = {"512": 512, "256": 256, "tiny": 64}[variant]
+  config.image_size = {"512": 512, "256": 256, "tiny": 64, "small": 64}[variant]
   config.model = model_config(config.get_ref("image_size"))
-  if variant == "tiny":
+  if variant in ("tiny", "small"):
     _shrink_to_tiny(config.model)
-  _add_training_fields(config, variant)
+  if variant == "small":
+    _widen_volume_to_quarter(config.model)
+  # `small` trains like `tiny` (same batch, steps, discriminator).
+  _add_training_fields(config, "tiny" if variant == "small" else variant)
   return config
 
 

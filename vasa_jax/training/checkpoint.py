@@ -15,10 +15,14 @@ from typing import Any
 
 import grain
 import jax
+import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 STATE_ITEM = "state"
 DATA_ITEM = "data_iterator"
+# The run's config, next to `checkpoints/` in the workdir (inference rebuilds models from it).
+CONFIG_NAME = "config.json"
 
 
 class Checkpointer:
@@ -131,3 +135,79 @@ class PreemptionWatcher:
       except RuntimeError:  # no preemption service in this distributed runtime
         pass
     return self._signalled.is_set()
+
+
+class CheckpointError(ValueError):
+  """A training workdir cannot serve inference: missing, unreadable or not of the expected stage."""
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> str:
+  """Writes `<workdir>/config.json` (atomically) and returns its path."""
+  path = os.path.join(workdir, CONFIG_NAME)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a training run in `workdir` wrote (JSON lists where the file had tuples)."""
+  import json  # pylint: disable=g-import-not-at-top
+
+  path = os.path.join(workdir, CONFIG_NAME)
+  if not os.path.isdir(workdir):
+    raise CheckpointError(f"checkpoint directory {workdir!r} does not exist")
+  if not os.path.exists(path):
+    raise CheckpointError(f"{workdir!r} holds no {CONFIG_NAME}: it is not the --workdir of a "
+                          "`python -m vasa_jax.train` run")
+  try:
+    with open(path, encoding="utf-8") as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as error:
+    raise CheckpointError(f"cannot read {path}: {error}") from error
+
+
+def restore_for_inference(workdir: str, stage: str, step: int | None = None
+                          ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+  """(config, train state as a dict of host numpy arrays, step) of a run's checkpoint.
+
+  Reads the newest checkpoint (or `step`) without a target structure, so no data or optimiser
+  needs building; callers take the parts they need (EMA parameters, statistics) and check their
+  shapes against their model. Raises CheckpointError naming the problem otherwise.
+  """
+  config = read_config(workdir)
+  if config.get("stage") != stage:
+    raise CheckpointError(f"{workdir!r} is a {config.get('stage')!r} run, expected a {stage!r} "
+                          "run")
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  manager = ocp.CheckpointManager(directory, item_handlers={
+      STATE_ITEM: ocp.StandardCheckpointHandler()})
+  try:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"{directory!r} holds no checkpoint")
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(**{
+          STATE_ITEM: ocp.args.StandardRestore()}))
+    except Exception as error:  # Orbax raises many types for damaged files.
+      raise CheckpointError(f"cannot read checkpoint {directory!r} step {step}: "
+                            f"{type(error).__name__}: {error}") from error
+  finally:
+    manager.close()
+  state = jax.tree.map(np.asarray, restored[STATE_ITEM])
+  return config, state, step
+
+
+def check_param_shapes(restored: Any, abstract: Any, what: str) -> None:
+  """Raises CheckpointError naming the first tensor whose restored shape differs from the model's."""
+  stored = _shapes_by_name(restored)
+  expected = _shapes_by_name(abstract)
+  if stored.keys() != expected.keys():
+    raise CheckpointError(
+        f"{what} does not fit the model: tensors only in the checkpoint "
+        f"{sorted(stored.keys() - expected.keys())[:5]}, only in the model "
+        f"{sorted(expected.keys() - stored.keys())[:5]}")
+  for name, shape in expected.items():
+    if stored[name] != shape:
+      raise CheckpointError(f"{what} does not fit the model: {name} has shape {stored[name]} "
+                            f"in the checkpoint, {shape} in the model")

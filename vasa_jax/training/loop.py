@@ -120,6 +120,8 @@ def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
   """Trains to `config.total_steps` (resuming from `workdir`) and returns the final state."""
   check_batch_size(config, mesh)
   os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    checkpoint_lib.write_config(workdir, config)
   abstract, shardings, init_fn = initial_state(task, config, mesh)
   logging.info("train state: %s parameters and optimiser values",
                f"{sharding_lib.parameter_count(abstract):,}")

@@ -1,0 +1,118 @@
+"""Stage 2: VASA-1's motion diffusion transformer, `vasa_jax.trainers.motion`.
+
+  python -m data_prep.extract_motion --latent_checkpoint=/tmp/latent_tiny \
+      --shards=/data/synthtalk --output_dir=/data/synthtalk_motion --config=configs/motion.py:tiny
+  python -m vasa_jax.train --config=configs/motion.py:tiny --workdir=/tmp/motion_tiny \
+      --config.data_dir=/data/synthtalk_motion
+
+Variants (after the colon):
+  paper (default): 8 layers, 512 wide, 8 heads (27M parameters at motion dim 263 and Wav2Vec2-base
+      features; VASA-1 reports ~29M); window W=100 frames, K=10 previous frames at 25 fps (the
+      paper gives no W or K; JoyVASA uses these); motion = [z_pose (7), z_dyn (256)] of
+      configs/latent.py's paper model; audio = Wav2Vec2-base hidden states (768).
+  tiny: 2 layers, 64 wide, window 25, 5 previous frames, log-mel audio features (no pretrained
+      weights needed), motion = [z_pose (7), z_dyn (16)] of configs/latent.py:tiny; trains on a CPU.
+`model.motion_dim` and `model.audio_dim` must match the stage-2 shards (the trainer checks the
+manifest written by `data_prep.extract_motion` and names any mismatch).
+"""
+
+import ml_collections
+
+from configs import common
+
+VARIANTS = ("paper", "tiny")
+# z_pose: yaw, pitch, roll, translation x, y, z and log scale (`FaceAutoencoder.encode_motion`).
+POSE_DIM = 7
+
+
+def audio_config(variant: str) -> ml_collections.ConfigDict:
+  """The speech features (`vasa_jax.speech_features.from_config`) shared by extraction and sampling."""
+  audio = ml_collections.ConfigDict()
+  # "wav2vec2" (VASA-1) or "log_mel" (no pretrained weights; CPU checks).
+  audio.features = {"paper": "wav2vec2", "tiny": "log_mel"}[variant]
+  # Local Hugging Face Wav2Vec2 directory (config.json + model.safetensors / pytorch_model.bin /
+  # flax_model.msgpack), e.g. a download of facebook/wav2vec2-base-960h.
+  audio.wav2vec2_dir = ""
+  # Wav2Vec2 hidden state used: 0 the feature projection, i the output of layer i, -1 the last.
+  audio.layer = -1
+  # Seconds of audio per Wav2Vec2 call; longer audio runs in overlapping chunks (flat memory).
+  audio.chunk_seconds = 10.0
+  # Mel bands of the "log_mel" features.
+  audio.num_mels = 40
+  return audio
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  """Stage-2 config; `arg` is the variant: "paper" (default) or "tiny"."""
+  variant = arg or "paper"
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown configs/motion.py variant {variant!r}; choose one of {VARIANTS}")
+  tiny = variant == "tiny"
+  config = common.base_config()
+  config.stage = "motion"
+  # Video frame rate of the motion sequences and audio features.
+  config.fps = 25.0
+  config.audio = audio_config(variant)
+
+  config.model = ml_collections.ConfigDict()
+  # Width of a motion frame [z_pose, z_dyn]: POSE_DIM + the stage-1 model's dyn_dim.
+  config.model.motion_dim = POSE_DIM + (16 if tiny else 256)
+  # Width of an audio feature frame: num_mels for log_mel, the hidden size for Wav2Vec2.
+  config.model.audio_dim = config.audio.num_mels if tiny else 768
+  # Width of the emotion condition (0: no emotion classifier's coefficients in the data).
+  config.model.emotion_dim = 0
+  # W: frames generated per window.
+  config.model.window = 25 if tiny else 100
+  # K: frames of the previous window conditioning the next (X_pre, A_pre).
+  config.model.num_previous = 5 if tiny else 10
+  config.model.num_layers = 2 if tiny else 8  # transformer encoder layers
+  config.model.embed_dim = 64 if tiny else 512  # token width
+  config.model.num_heads = 4 if tiny else 8  # attention heads
+  config.model.mlp_dim = 128 if tiny else 2048  # MLP hidden width
+  config.model.dropout = 0.1  # dropout in attention outputs and MLPs during training
+  config.model.remat = False  # recompute each layer's activations in the backward pass
+  config.model.scan = not tiny  # stack the layers with nn.scan (one compiled layer)
+  config.model.dtype = "float32"  # compute dtype; "bfloat16" on GPU/TPU
+
+  config.diffusion = ml_collections.ConfigDict()
+  # Noise schedule of `vasa_jax.diffusion.schedules.make_schedule` ("linear" or "cosine").
+  config.diffusion.schedule = "cosine"
+  # Training diffusion steps T.
+  config.diffusion.num_steps = 1000
+  # Probabilities of the training-time condition dropout (VASA-1: 0.1 each, 0.5 for X_pre/A_pre)
+  # and of truncating the window's trailing audio frames.
+  config.diffusion.drop_audio = 0.1
+  config.diffusion.drop_gaze = 0.1
+  config.diffusion.drop_distance = 0.1
+  config.diffusion.drop_emotion = 0.1
+  config.diffusion.drop_previous = 0.5
+  config.diffusion.truncate_audio = 0.1
+  # Lower bound of a motion dimension's std in the dataset statistics (constant dims stay finite).
+  config.diffusion.min_std = 1e-3
+
+  config.sampling = ml_collections.ConfigDict()
+  config.sampling.num_steps = 50  # denoising steps (VASA-1: 50; 10 is ~5x faster)
+  config.sampling.method = "ddim"  # "ddim" (deterministic at eta 0) or "ddpm"
+  config.sampling.eta = 0.0  # DDIM stochasticity
+  config.sampling.lambda_audio = 0.5  # audio guidance scale (VASA-1 default)
+  config.sampling.lambda_gaze = 1.0  # gaze guidance scale (VASA-1 default)
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 1e-3 if tiny else 1e-4  # peak learning rate (our choice)
+  config.optimizer.warmup_steps = 50 if tiny else 2_000  # linear warm-up steps
+  config.optimizer.final_learning_rate = 1e-5 if tiny else 1e-6  # cosine decay end
+  config.optimizer.b1 = 0.9  # Adam beta1
+  config.optimizer.b2 = 0.999  # Adam beta2
+  config.optimizer.weight_decay = 1e-2  # AdamW decoupled weight decay
+  config.optimizer.grad_clip_norm = 1.0  # global-norm gradient clipping
+  # Decay of the exponential moving average of the weights (evaluated, sampled and exported).
+  config.ema_decay = 0.99 if tiny else 0.9999
+
+  config.total_steps = 2_000 if tiny else 400_000
+  config.batch_size = 16 if tiny else 256
+  config.log_every_steps = 20 if tiny else 100
+  config.checkpoint_every_steps = 500 if tiny else 10_000
+  config.eval_every_steps = 500 if tiny else 10_000
+  config.data.train_split = "train"  # split trained on
+  config.data.eval_split = "test"  # held-out split of the evaluation loss
+  return config
