@@ -1,0 +1,266 @@
+"""python -m vasa_jax.sample: photo + speech -> mp4 (offline and streaming), and clear errors.
+
+The checkpoints are untrained tiny models (initial weights saved as training runs save them), the
+photo a SynthTalk head that dlib detects, the speech a synthetic voiced signal.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import wave
+
+import av
+import flax.linen as nn
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import latent as latent_config_lib
+from configs import motion as motion_config_lib
+from data_prep import face_tracker
+from data_prep import media
+from data_prep import synthtalk
+from data_prep import synthtalk_render
+from vasa_jax import sample
+from vasa_jax import sampler as sampler_lib
+from vasa_jax import speech_features
+from vasa_jax.models import autoencoder as autoencoder_lib
+from vasa_jax.models import motion_dit
+from vasa_jax.training import checkpoint
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEECH_SECONDS = 1.37  # 34.25 frames at 25 fps: 34 frames, two windows of the tiny model (W=25)
+FPS = 25.0
+SAMPLE_RATE = 16_000
+
+
+def _init(init_fn, *args):
+  """`jax.jit(init_fn)(*args)` compiled without XLA's backend optimisations (the tiny
+  autoencoder's init compiles in half the time; the values are the same initialisation)."""
+  compiled = jax.jit(init_fn).lower(*args).compile(
+      compiler_options={"xla_backend_optimization_level": 0})
+  return nn.meta.unbox(compiled(*args)["params"])
+
+
+def _save_run(workdir, config, state):
+  """Writes `state` as step 0 of a training run in `workdir`, as the training loop does."""
+  os.makedirs(workdir)
+  checkpoint.write_config(workdir, config)
+  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1,
+                                         save_interval_steps=1)
+  checkpointer.save(0, state, iter(grain.MapDataset.range(1).to_iter_dataset()), force=True)
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory):
+  """(latent workdir, motion workdir) of untrained tiny models."""
+  root = tmp_path_factory.mktemp("runs")
+  key = jax.random.key(0, impl="rbg")
+  latent = latent_config_lib.get_config("tiny")
+  model = autoencoder_lib.FaceAutoencoder.from_config(latent.model)
+  image = jnp.zeros((1, latent.image_size, latent.image_size, 3))
+  generator = _init(model.init, key, image, image)
+  _save_run(str(root / "latent"), latent, {"ema_generator": generator, "step": 0})
+
+  motion = motion_config_lib.get_config("tiny")
+  dit = motion_dit.MotionDiT.from_config(motion.model)
+  params = _init(dit.init, key, *_zero_dit_inputs(dit))
+  _save_run(str(root / "motion"), motion, {"ema_params": params,
+                                           "statistics": _statistics(motion.model), "step": 0})
+  return str(root / "latent"), str(root / "motion")
+
+
+def _statistics(model_config):
+  """Statistics of small motion around zero: the untrained model's output stays a plausible pose
+  and expression."""
+  return {name: {"mean": np.zeros(shape, np.float32), "std": np.full(shape, 0.1, np.float32)}
+          for name, shape in sampler_lib.statistics_shapes(model_config).items()}
+
+
+def _zero_dit_inputs(dit):
+  """Zero inputs of MotionDiT.__call__ for a batch of one."""
+  def zeros(*shape, dtype=jnp.float32):
+    return jnp.zeros((1,) + shape, dtype)
+  return (zeros(dit.window, dit.motion_dim), zeros(dtype=jnp.int32),
+          zeros(dit.num_previous, dit.motion_dim), zeros(dit.num_previous, dit.audio_dim),
+          zeros(dit.window, dit.audio_dim), zeros(2), zeros(), zeros(dit.emotion_dim))
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+  """A 256 px SynthTalk head the face tracker finds, as a PNG."""
+  tracker = face_tracker.FaceTracker()
+  rng = np.random.default_rng(2024)
+  for _ in range(20):
+    image = synthtalk_render.render(synthtalk_render.sample_identity(rng), {}, 256)
+    if tracker.track_image(image).skip_reason is None:
+      path = str(tmp_path_factory.mktemp("photo") / "face.png")
+      Image.fromarray(image).save(path)
+      return path
+  pytest.fail("the face tracker found none of 20 SynthTalk heads")
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+  """(path, samples): SPEECH_SECONDS of synthetic voiced speech as a 16 kHz wav."""
+  waveform = synthtalk.synthetic_speech(np.random.default_rng(1), SPEECH_SECONDS, 120.0)
+  path = str(tmp_path_factory.mktemp("speech") / "speech.wav")
+  media.write_audio(path, waveform, SAMPLE_RATE)
+  return path, waveform
+
+
+def _flags(workdirs, photo, speech_path, output, *extra):
+  return [f"--image={photo}", f"--audio={speech_path}", f"--latent_checkpoint={workdirs[0]}",
+          f"--motion_checkpoint={workdirs[1]}", f"--output={output}", "--steps=4",
+          *extra]
+
+
+def _video_frames(path):
+  with av.open(path) as container:
+    return np.stack([frame.to_ndarray(format="rgb24")
+                     for frame in container.decode(container.streams.video[0])])
+
+
+def _check_video(path, waveform):
+  expected_frames = round(len(waveform) / SAMPLE_RATE * FPS)
+  frames = _video_frames(path)
+  assert frames.shape == (expected_frames, 64, 64, 3)
+  assert abs(len(frames) / FPS - len(waveform) / SAMPLE_RATE) <= 1.0 / FPS
+  assert frames.std() > 1.0  # decoded images, not a constant
+  audio = media.read_audio(path, SAMPLE_RATE)
+  assert abs(len(audio) - len(waveform)) <= SAMPLE_RATE // 50  # AAC framing: < 20 ms
+  length = min(len(audio), len(waveform))
+  correlation = np.corrcoef(audio[:length], waveform[:length])[0, 1]
+  assert correlation > 0.9, correlation
+  return frames
+
+
+@pytest.mark.slow
+def test_cli_writes_video_with_audio(workdirs, photo, speech, tmp_path):
+  output = str(tmp_path / "out" / "talking.mp4")
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir or "",
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  result = subprocess.run(
+      [sys.executable, "-m", "vasa_jax.sample", *_flags(workdirs, photo, speech[0], output),
+       "--gaze=5,-3", "--distance=1.1", "--seed=3"],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"wrote {output}: 34 frames at 25 fps" in result.stdout
+  _check_video(output, speech[1])
+
+
+def test_stream_gives_the_same_frame_count(workdirs, photo, speech, tmp_path, capsys):
+  output = str(tmp_path / "streamed.mp4")
+  assert sample.main(_flags(workdirs, photo, speech[0], output, "--stream",
+                            "--chunk_frames=10")) == 0
+  printed = capsys.readouterr().out
+  assert "first-frame latency:" in printed and "sustained:" in printed
+  _check_video(output, speech[1])
+
+
+def test_streaming_features_equal_offline_features(workdirs):
+  head_config = checkpoint.read_config(workdirs[1])
+  featurizer = speech_features.from_config(head_config.audio, head_config.fps)
+  waveform = synthtalk.synthetic_speech(np.random.default_rng(2), 2.03, 200.0)
+  offline = featurizer(waveform)
+  for chunk_frames in (1, 7, 25, 60):
+    streaming = sample.StreamingFeatures(featurizer)
+    parts = [streaming.push(chunk)
+             for chunk in sample.audio_chunks(waveform, chunk_frames, head_config.fps)]
+    parts.append(streaming.finish())
+    np.testing.assert_allclose(np.concatenate(parts), offline, rtol=1e-5, atol=1e-4)
+
+
+def _write_wav(path, samples):
+  with wave.open(path, "wb") as file:
+    file.setnchannels(1)
+    file.setsampwidth(2)
+    file.setframerate(SAMPLE_RATE)
+    file.writeframes(np.asarray(samples, np.int16).tobytes())
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, workdirs):
+  """Named paths of unusable inputs."""
+  root = tmp_path_factory.mktemp("bad")
+  paths = {name: str(root / name) for name in (
+      "gray.png", "empty.wav", "silent.wav", "garbage.wav", "garbage_run", "garbage_checkpoint",
+      "mismatched_run")}
+  Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(paths["gray.png"])
+  _write_wav(paths["empty.wav"], [])
+  _write_wav(paths["silent.wav"], np.zeros(SAMPLE_RATE))
+  with open(paths["garbage.wav"], "wb") as file:
+    file.write(os.urandom(4000))
+  os.makedirs(os.path.join(paths["garbage_run"], "checkpoints", "0"))
+  with open(os.path.join(paths["garbage_run"], "config.json"), "w") as file:
+    file.write("{not json")
+  # A readable config over a damaged checkpoint.
+  os.makedirs(paths["garbage_checkpoint"])
+  checkpoint.write_config(paths["garbage_checkpoint"], motion_config_lib.get_config("tiny"))
+  step_dir = os.path.join(paths["garbage_checkpoint"], "checkpoints", "0", "state")
+  os.makedirs(step_dir)
+  with open(os.path.join(step_dir, "_METADATA"), "w") as file:
+    file.write("garbage")
+  # A motion model for another latent model (z_dyn of 8 values instead of 16).
+  mismatched = motion_config_lib.get_config("tiny")
+  mismatched.model.motion_dim = motion_config_lib.POSE_DIM + 8
+  dit = motion_dit.MotionDiT.from_config(mismatched.model)
+  _save_run(paths["mismatched_run"], mismatched, {
+      "ema_params": _init(dit.init, jax.random.key(0, impl="rbg"), *_zero_dit_inputs(dit)),
+      "statistics": _statistics(mismatched.model), "step": 0})
+  return paths
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"image": "missing.png"}, "image '.*missing.png' does not exist"),
+    ({"image": "gray.png"}, "no face found in image"),
+    ({"audio": "missing.wav"}, "audio '.*missing.wav' does not exist"),
+    ({"audio": "empty.wav"}, "is empty \\(no audio stream or zero-length audio\\)"),
+    ({"audio": "silent.wav"}, "is silent"),
+    ({"audio": "garbage.wav"}, "cannot read audio"),
+    ({"motion": "garbage_run"}, "cannot read .*config.json"),
+    ({"motion": "garbage_checkpoint"}, "cannot read checkpoint|holds no checkpoint"),
+    ({"motion": "latent"}, "is a 'latent' run, expected a 'motion' run"),
+    ({"latent": "motion"}, "is a 'motion' run, expected a 'latent' run"),
+    ({"motion": "mismatched_run"}, "makes frames of 15 values but the latent model .* needs 23"),
+    ({"output": "never.avi"}, "--output .* must end in one of"),
+    ({"flags": ["--steps=1001"]}, "denoising steps must be in \\[1, 1000\\]"),
+    ({"flags": ["--emotion=0.5"]}, "--emotion has 1 values, the motion model takes 0"),
+])
+def test_bad_inputs_fail_with_the_problem_named(workdirs, photo, speech, bad_inputs, tmp_path,
+                                                capsys, change, message):
+  def resolve(name, default):
+    if name not in change:
+      return default
+    value = change[name]
+    if value in ("latent", "motion"):
+      return workdirs[0] if value == "latent" else workdirs[1]
+    return bad_inputs.get(value, str(tmp_path / value))
+  output = resolve("output", str(tmp_path / "never.mp4"))
+  flags = [f"--image={resolve('image', photo)}", f"--audio={resolve('audio', speech[0])}",
+           f"--latent_checkpoint={resolve('latent', workdirs[0])}",
+           f"--motion_checkpoint={resolve('motion', workdirs[1])}", f"--output={output}",
+           *change.get("flags", [])]
+  assert sample.main(flags) == 1
+  error = capsys.readouterr().err.strip()
+  assert len(error.splitlines()) == 1 and error.startswith("error: "), error
+  assert re.search(message, error), error
+  assert not os.path.exists(output)
+
+
+def test_cli_error_is_one_line_without_traceback(workdirs, speech, tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "vasa_jax.sample", f"--image={tmp_path / 'missing.jpg'}",
+       f"--audio={speech[0]}", f"--latent_checkpoint={workdirs[0]}",
+       f"--motion_checkpoint={workdirs[1]}", f"--output={tmp_path / 'out.mp4'}"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith("error: image ")
+  assert "does not exist" in result.stderr
