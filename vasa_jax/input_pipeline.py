@@ -1,10 +1,11 @@
 """Grain input pipelines over prepared clip shards, and global batches for the device mesh.
 
-Two samplers read the same `vasa_jax.records` shards:
-  * stage 1 (face latent autoencoder): from one clip two random frames `I_i` (source) and `I_j`
-    (driver), plus one frame of a different speaker `I_d` (cross-identity);
-  * stage 2 (motion diffusion): windows of `W` frames of chosen per-frame arrays with the `K`
-    preceding frames, and the matching raw audio.
+Two samplers read shards in the `vasa_jax.records` layout:
+  * stage 1 (face latent autoencoder), on clip records: from one clip two random frames `I_i`
+    (source) and `I_j` (driver), plus one frame of a different speaker `I_d` (cross-identity);
+  * stage 2 (motion diffusion), on clip records or on the motion records of
+    `vasa_jax.motion_records` (manifest "record_kind": "motion"): windows of `W` frames of chosen
+    per-frame arrays with the `K` preceding frames, clip-level values, and the matching raw audio.
 
 Both build the same Grain graph: record indices -> this process's share -> seeded shuffle (a new
 permutation every epoch) -> repeat -> per-example random sampling and decoding -> batch ->
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import grain
 from absl import flags
@@ -26,6 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
+from vasa_jax import motion_records
 from vasa_jax import records
 
 
@@ -52,6 +54,9 @@ class ClipIndex:
   speaker_ids: np.ndarray  # [N] int, speaker of each record (index into `speakers`)
   speakers: tuple[str, ...]
   num_frames: np.ndarray  # [N] int
+  # "clip" (`vasa_jax.records`) or "motion" (`vasa_jax.motion_records`): the manifest's
+  # "record_kind", which says how records are decoded.
+  record_kind: str = "clip"
 
   @classmethod
   def load(cls, data_dir: str, split: str) -> "ClipIndex":
@@ -68,6 +73,7 @@ class ClipIndex:
         speaker_ids=np.array([speaker_number[clip["speaker_id"]] for clip in clips]),
         speakers=speakers,
         num_frames=np.array([clip["num_frames"] for clip in clips]),
+        record_kind=manifest.get("record_kind", "clip"),
     )
 
 
@@ -79,19 +85,39 @@ def decode_frame(jpeg_bytes: bytes, image_size: int) -> np.ndarray:
   return np.asarray(image)
 
 
+# Decoder of each manifest "record_kind".
+RECORD_DECODERS = {"clip": records.decode_record,
+                   motion_records.RECORD_KIND: motion_records.decode_motion_record}
+
+
 class _RecordReader:
   """Random access to decoded records of a split (picklable for Grain worker processes)."""
 
   def __init__(self, index: ClipIndex):
+    if index.record_kind not in RECORD_DECODERS:
+      raise records.RecordFormatError(
+          f"manifest record_kind {index.record_kind!r}; this code reads {sorted(RECORD_DECODERS)}")
     self.index = index
+    self.decode = RECORD_DECODERS[index.record_kind]
     self.source = grain.sources.ArrayRecordDataSource(list(index.shard_paths))
     if len(self.source) != len(index.clip_ids):
       raise records.RecordFormatError(
           f"the shards hold {len(self.source)} records but the manifest lists "
           f"{len(index.clip_ids)}: the data directory is incomplete or stale")
 
+  def __len__(self) -> int:
+    return len(self.source)
+
   def __getitem__(self, record_index: int) -> dict[str, Any]:
-    return records.decode_record(self.source[int(record_index)])
+    return self.decode(self.source[int(record_index)])
+
+
+def split_records(data_dir: str, split: str, record_indices: Sequence[int] | None = None
+                  ) -> Iterator[dict[str, Any]]:
+  """Decoded records of a split (default: all of them, in manifest order), one at a time."""
+  reader = _RecordReader(ClipIndex.load(data_dir, split))
+  for record_index in range(len(reader)) if record_indices is None else record_indices:
+    yield reader[record_index]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,27 +217,33 @@ class Stage2Sampler:
   """Record index -> a window of `window` frames and the `num_previous` frames before it.
 
   Output, for each name in `frame_fields` (a "/" path into the record, e.g. "motion" or
-  "annotations/head_pose"; the output key is the last part):
+  "annotations/head_pose"; the output key is the last part), as float32:
     <key>           [W, ...]  frames [s, s + W)
     <key>_previous  [K, ...]  frames [s - K, s); frames before the clip start repeat frame 0
+  for each name in `clip_fields` (a path to a clip-level value, e.g. "gaze_main" or "emotion"):
+    <key>           the whole value as float32 (e.g. [2], [], [E])
   plus
     audio           [W * samples_per_frame] float32 in [-1, 1] (when `with_audio`)
     audio_previous  [K * samples_per_frame] float32 (zeros before the clip start)
     previous_mask   [K] bool: True where the previous frame is real
     window_start    int32 s
+
+  The clip's frame count comes from the manifest (`ClipIndex.num_frames`): motion records hold
+  no frames.
   """
 
   def __init__(self, reader: _RecordReader, window: int, num_previous: int,
-               frame_fields: Sequence[str], with_audio: bool):
+               frame_fields: Sequence[str], with_audio: bool, clip_fields: Sequence[str] = ()):
     self.reader = reader
     self.window = window
     self.num_previous = num_previous
     self.frame_fields = tuple(frame_fields)
+    self.clip_fields = tuple(clip_fields)
     self.with_audio = with_audio
 
   def __call__(self, record_index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     record = self.reader[record_index]
-    num_frames = len(record["frames"])
+    num_frames = int(self.reader.index.num_frames[record_index])
     start = int(rng.integers(0, num_frames - self.window + 1))
     previous = np.arange(start - self.num_previous, start)
     example = {
@@ -223,6 +255,8 @@ class Stage2Sampler:
       key = path.split("/")[-1]
       example[key] = values[start:start + self.window].astype(np.float32)
       example[f"{key}_previous"] = values[np.maximum(previous, 0)].astype(np.float32)
+    for path in self.clip_fields:
+      example[path.split("/")[-1]] = _lookup(record, path).astype(np.float32)
     if self.with_audio:
       samples_per_frame = _samples_per_frame(record)
       audio = record["audio"].astype(np.float32) / 32768.0
@@ -295,16 +329,18 @@ def stage1_iterator(data_dir: str, split: str, *, batch_size: int, image_size: i
 
 def stage2_iterator(data_dir: str, split: str, *, batch_size: int, window: int,
                     num_previous: int, frame_fields: Sequence[str], with_audio: bool, seed: int,
-                    shuffle: bool = True, num_epochs: int | None = None,
-                    process_index: int | None = None, process_count: int | None = None,
-                    num_workers: int = 0, prefetch_batches: int = 2) -> grain.DatasetIterator:
+                    clip_fields: Sequence[str] = (), shuffle: bool = True,
+                    num_epochs: int | None = None, process_index: int | None = None,
+                    process_count: int | None = None, num_workers: int = 0,
+                    prefetch_batches: int = 2) -> grain.DatasetIterator:
   """Batches of `Stage2Sampler` windows; clips shorter than `window` frames are left out."""
   index = ClipIndex.load(data_dir, split)
   eligible = np.flatnonzero(index.num_frames >= window)
   if len(eligible) == 0:
     raise ValueError(f"no clip of split {split!r} in {data_dir!r} has {window} frames "
                      f"(longest: {index.num_frames.max()})")
-  sampler = Stage2Sampler(_RecordReader(index), window, num_previous, frame_fields, with_audio)
+  sampler = Stage2Sampler(_RecordReader(index), window, num_previous, frame_fields, with_audio,
+                          clip_fields)
   return _build_iterator(
       eligible, sampler, batch_size=batch_size, seed=seed, shuffle=shuffle,
       num_epochs=num_epochs,
