@@ -18,7 +18,8 @@
      generates from another clip's speech and correlates with this clip's truth.
    - Delta P (VASA-1): mean angle change of the head pose (z_pose's yaw, pitch, roll, degrees)
      between adjacent frames, generated vs the real clips' extracted motion.
-   - continuity: mean motion step across window boundaries vs within windows.
+   - continuity: mean motion step (L2 norm of the frame-to-frame change of [z_pose, z_dyn])
+     across window boundaries vs within windows, and that of the real extracted motion.
    - gaze: error (degrees) between the requested gaze (the clip's own main gaze) and the main
      direction of the probe's per-frame gaze of the generated motion, with the gaze guidance
      scale at the config's 1.0 and at 0, and with the gaze condition dropped.
@@ -142,7 +143,7 @@ def evaluate(motion_workdir: str, train_clips: list[dict], test_clips: list[dict
   test_targets = np.concatenate([probe_targets(c) for c in test_clips])
 
   mouth, shuffled, real_mouth = [], [], []
-  delta_generated, delta_real, across, within = [], [], [], []
+  delta_generated, delta_real, across, within, real_steps = [], [], [], [], []
   gaze_errors = {"guided": [], "unguided": [], "dropped": []}
   for index, clip in enumerate(test_clips):
     features = np.asarray(clip["audio_features"], np.float32)
@@ -160,6 +161,7 @@ def evaluate(motion_workdir: str, train_clips: list[dict], test_clips: list[dict
     boundary, inside = boundary_steps(generated, sampler.window)
     across += boundary
     within += inside
+    real_steps += np.linalg.norm(np.diff(clip["motion"], axis=0), axis=1).tolist()
     for name, kwargs in (("guided", dict(controls)), ("unguided", dict(controls, lambda_gaze=0.0)),
                          ("dropped", dict(controls, gaze=None))):
       gaze = probe(generated if name == "guided" else sampler.generate(features, **kwargs))[:, 1:]
@@ -178,7 +180,8 @@ def evaluate(motion_workdir: str, train_clips: list[dict], test_clips: list[dict
           "fraction_of_clips_generated_beats_control": mean(np.greater(mouth, shuffled))},
       "delta_p_degrees": {"generated": mean(delta_generated), "real": mean(delta_real)},
       "continuity": {"mean_step_across_window_boundaries": mean(across),
-                     "mean_step_within_windows": mean(within), "num_boundaries": len(across)},
+                     "mean_step_within_windows": mean(within),
+                     "mean_step_of_real_motion": mean(real_steps), "num_boundaries": len(across)},
       "gaze_error_degrees": {
           "with_gaze_guidance_1.0": mean(gaze_errors["guided"]),
           "without_gaze_guidance_0.0": mean(gaze_errors["unguided"]),
