@@ -604,7 +604,8 @@ def chunked_hidden_states(bundle: Wav2Vec2Bundle, waveform: np.ndarray,
     waveform: float [N] mono at 16 kHz, not normalised.
     layer: which hidden state (0 the embedding output, i the output of layer i, negative counts
       from the end); None for all of them.
-    chunk_seconds: length of the chunks the model runs on (one compilation per length).
+    chunk_seconds: length of the chunks the model runs on (one compilation per length); a
+      recording shorter than a chunk runs padded to a whole number of seconds instead.
     overlap_seconds: overlap of consecutive chunks, at most half a chunk; None for a fifth of a
       chunk.
 
@@ -629,10 +630,14 @@ def chunked_hidden_states(bundle: Wav2Vec2Bundle, waveform: np.ndarray,
   layers_shape = () if layer is not None else (num_layers,)
   output = np.zeros(layers_shape + (conv_output_length(config, num_samples), config.hidden_size),
                     np.float32)
-  chunk_waveform = np.zeros([1, chunk], np.float32)
+  # A recording shorter than a chunk runs padded to whole seconds only (streaming segments are
+  # short): at most ceil(chunk_seconds) extra compilations instead of 10 s of padded compute.
+  padded_length = chunk if num_chunks > 1 else min(
+      chunk, max(1, math.ceil(num_samples / SAMPLE_RATE)) * SAMPLE_RATE)
+  chunk_waveform = np.zeros([1, padded_length], np.float32)
   for index in range(num_chunks):
     start = index * hop
-    num_valid = min(chunk, num_samples - start)
+    num_valid = min(padded_length, num_samples - start)
     chunk_waveform[0, :num_valid] = waveform[start:start + num_valid]
     chunk_waveform[0, num_valid:] = 0.0
     states = bundle.forward(bundle.params, chunk_waveform, np.array([num_valid], np.int32))
