@@ -10,7 +10,9 @@ Variants (after the colon):
   tiny: 64x64 input, narrow layers and single residual blocks (0.2M parameters); a forward and
       backward pass at batch 4 takes ~0.1 s on a CPU once compiled (for tests and smoke runs).
   small: tiny's widths with the volume at H/4 (8 x 4 x 16 x 16) and a shorter decoder; about 2x
-      tiny's step time, for the CPU learning check `experiments/latent_synthtalk.py`.
+      tiny's step time. It carries the recipe of the CPU learning checks
+      (`experiments/latent_synthtalk.py`, `experiments/motion_synthtalk.py`): 4,000 steps at a
+      1e-3 peak learning rate, GAN terms off.
 Print the parameter counts with `python -m vasa_jax.models.autoencoder 512 256 tiny`.
 Where the papers are silent (block counts, warping-generator widths, pose bounds), the values are
 this project's choices, noted per field.
@@ -128,9 +130,20 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     _shrink_to_tiny(config.model)
   if variant == "small":
     _widen_volume_to_quarter(config.model)
-  # `small` trains like `tiny` (same batch, steps, discriminator).
+  # `small` trains like `tiny` (same batch, discriminator), with its own recipe below.
   _add_training_fields(config, "tiny" if variant == "small" else variant)
+  if variant == "small":
+    _use_cpu_check_recipe(config)
   return config
+
+
+def _use_cpu_check_recipe(config: ml_collections.ConfigDict) -> None:
+  """`small`'s training: the recipe of the CPU learning checks (experiments/*_synthtalk.py)."""
+  config.total_steps = 4_000  # ~40 minutes on 2 CPU cores; the cosine decay ends here
+  config.optimizer.learning_rate = 1e-3  # a higher peak than the papers' 2e-4 for a short run
+  # GAN terms off: within a few thousand steps the tiny discriminator only adds texture noise.
+  config.loss.adversarial = 0.0
+  config.loss.feature_matching = 0.0
 
 
 def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> None:
@@ -169,6 +182,11 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   config.loss.pairwise_l1 = 10.0  # VASA-1 pose/dynamics transfer: L1 between the two renders
   config.loss.pairwise_vgg = 10.0  # the same pair, VGG19 perceptual; needs pretrained.vgg19
   config.loss.identity = 5.0  # VASA-1 cross-identity ArcFace cosine distance; needs arcface
+  # L1 (radians) of z_pose's yaw/pitch/roll against the data's annotated head pose (the
+  # data-preparation tracker's estimate). Our choice: it anchors z_pose to the real head rotation
+  # as MegaPortraits-style models do with a head-pose estimator, so that a pose code means the
+  # same rotation for every identity and the rigid warp, not z_dyn, carries head motion.
+  config.loss.head_pose = 10.0
 
   # Multi-scale patch discriminator (pix2pixHD style).
   config.discriminator = ml_collections.ConfigDict()

@@ -3,8 +3,8 @@
   python experiments/motion_synthtalk.py --workdir=/tmp/motion_synthtalk
 
 1. Generates a SynthTalk set (64 px; speakers split into train and held-out test speakers).
-2. Trains stage 1 (`configs/latent.py:tiny`, GAN and perceptual terms off as in
-   experiments/latent_synthtalk.py) for `--latent_steps`, extracts stage-2 shards with
+2. Trains stage 1 (`configs/latent.py:small`, the recipe of experiments/latent_synthtalk.py;
+   perceptual terms off: no pretrained networks here) for `--latent_steps`, extracts stage-2 shards with
    `data_prep.extract_motion` (log-mel speech features: no pretrained Wav2Vec2 exists here), and
    trains stage 2 (`configs/motion.py:tiny`) for `--motion_steps`. Every step is skipped when its
    output is already complete in the workdir (reruns resume).
@@ -192,7 +192,8 @@ def evaluate(motion_workdir: str, train_clips: list[dict], test_clips: list[dict
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True)
-  parser.add_argument("--latent_steps", type=int, default=1500)
+  parser.add_argument("--latent_steps", type=int, default=None,
+                      help="Stage-1 steps (default: configs/latent.py:small's total_steps).")
   parser.add_argument("--motion_steps", type=int, default=3000)
   parser.add_argument("--num_speakers", type=int, default=40)
   parser.add_argument("--clips_per_speaker", type=int, default=6)
@@ -210,10 +211,10 @@ def main():
                     f"--seed={args.seed}"])
     seconds["synthtalk"] = time.perf_counter() - start
 
-  latent = latent_config.get_config("tiny")
-  latent.update(data_dir=paths["synthtalk"], seed=args.seed, total_steps=args.latent_steps,
-                eval_every_steps=0, checkpoint_every_steps=args.latent_steps)
-  latent.loss.adversarial = latent.loss.feature_matching = 0.0
+  latent = latent_config.get_config("small")
+  latent_steps = args.latent_steps or latent.total_steps
+  latent.update(data_dir=paths["synthtalk"], seed=args.seed, total_steps=latent_steps,
+                eval_every_steps=0, checkpoint_every_steps=latent_steps, log_every_steps=100)
   seconds["stage1_training"] = train_stage(latent_trainer, latent, paths["latent"])
 
   stage2 = motion_config.get_config("tiny")
@@ -228,8 +229,8 @@ def main():
   report = evaluate(paths["motion"], read_motion_split(paths["motion_data"], "train"),
                     read_motion_split(paths["motion_data"], "test"), args.seed)
   seconds["evaluation"] = time.perf_counter() - start
-  report = {"configs": ["configs/latent.py:tiny", "configs/motion.py:tiny"],
-            "latent_steps": args.latent_steps, "motion_steps": args.motion_steps,
+  report = {"configs": ["configs/latent.py:small", "configs/motion.py:tiny"],
+            "latent_steps": latent_steps, "motion_steps": args.motion_steps,
             "seconds": {name: round(value, 1) for name, value in seconds.items()}, **report}
   with open(os.path.join(args.workdir, "motion_synthtalk.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=1)

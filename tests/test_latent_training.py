@@ -60,15 +60,17 @@ def test_paper_size_init_and_train_step_trace():
   assert 100e6 < generator_parameters < 300e6
   state = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype),
                        nn.meta.unbox(abstract))
-  batch = {f"{name}_image": jax.ShapeDtypeStruct((2, 512, 512, 3), jnp.uint8)
-           for name in ("source", "driver", "cross_identity")}
+  batch = {}
+  for name in ("source", "driver", "cross_identity"):
+    batch[f"{name}_image"] = jax.ShapeDtypeStruct((2, 512, 512, 3), jnp.uint8)
+    batch[f"{name}_head_pose"] = jax.ShapeDtypeStruct((2, 3), jnp.float32)
   frozen = {"vgg19": pretrained.abstract_variables(networks.vgg),
             "arcface": pretrained.abstract_variables(networks.arcface)}
   train_step = latent.make_train_step(networks, config, weights, generator_tx, discriminator_tx)
   new_state, metrics = jax.eval_shape(train_step, state, batch, jax.random.key(1), frozen)
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   assert {"loss/l1", "loss/vgg", "loss/face", "loss/identity", "loss/cycle",
-          "loss/pairwise_l1", "loss/adversarial", "loss/feature_matching",
+          "loss/pairwise_l1", "loss/head_pose", "loss/adversarial", "loss/feature_matching",
           "loss/discriminator"} <= set(metrics)
 
 
@@ -161,7 +163,21 @@ def test_one_step_same_on_one_and_eight_devices(synthtalk_dir):
   for name in single_metrics:
     np.testing.assert_allclose(sharded_metrics[name], single_metrics[name], rtol=1e-4,
                                err_msg=name)
-  assert_trees_equal(single, sharded, rtol=1e-4, atol=1e-6)
+  # Every leaf of the state (parameters, both Adam moments, EMA) must have made the same change
+  # in this step to 1% of that change: a sharding bug (a missing or doubled reduction, a wrong
+  # slice) changes a leaf by the order of its update. With jax 0.10.2 on CPU the gradients of the
+  # 1- and 8-device programs differ by up to 0.3% (other convolution and reduction orders).
+  # The floor covers float32 rounding of the stored values (a few ulps of the leaf's magnitude)
+  # and quantities whose true change is 0 (discriminator biases before instance norm: gradients
+  # of ~1e-9 that are rounding noise).
+  paths_and_leaves = jax.tree_util.tree_flatten_with_path(single)[0]
+  for (path, one), eight, before in zip(paths_and_leaves, jax.tree.leaves(sharded),
+                                        jax.tree.leaves(state)):
+    one, eight, before = (np.asarray(leaf, np.float64) for leaf in (one, eight, before))
+    change = np.abs(one - before).max(initial=0.0)
+    rounding = 4 * np.spacing(np.float32(np.abs(before).max(initial=0.0))) + 1e-8
+    np.testing.assert_array_less(np.abs(one - eight).max(initial=0.0), 0.01 * change + rounding,
+                                 err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.mark.slow

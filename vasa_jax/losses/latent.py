@@ -31,6 +31,17 @@ def cosface_loss(anchors: jax.Array, positives: jax.Array, scale: float,
   return -jnp.mean(jnp.diagonal(jax.nn.log_softmax(logits, axis=-1)))
 
 
+def head_pose_l1(z_pose: jax.Array, head_pose_degrees: jax.Array) -> jax.Array:
+  """Mean absolute error (radians) of z_pose's rotation against annotated head poses.
+
+  `z_pose` [B, 7] starts with (yaw, pitch, roll) in radians (`vasa_jax.models.warping`);
+  `head_pose_degrees` [B, 3] is the data's (yaw, pitch, roll) in degrees, in the same convention
+  (`vasa_jax.records`). Returns a float32 scalar.
+  """
+  target = jnp.deg2rad(head_pose_degrees.astype(jnp.float32))
+  return jnp.mean(jnp.abs(z_pose[:, :3].astype(jnp.float32) - target))
+
+
 def psnr(prediction: jax.Array, target: jax.Array) -> jax.Array:
   """Peak signal-to-noise ratio (dB) per image of [B, H, W, C] images in [-1, 1] -> [B]."""
   error = jnp.mean(jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32)),

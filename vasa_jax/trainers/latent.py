@@ -9,7 +9,8 @@ speaker, and decodes four images in one batched pass of the decoder:
   pose_transfer      D(V_j, z_id_j, pose_i, dyn_j)  } VASA-1's pairwise transfer loss: both show
   dynamics_transfer  D(V_i, z_id_i, pose_i, dyn_j)  } pose i and dynamics j, so they should agree
   cross_reenacted    D(V_i, z_id_i, pose_d, dyn_d)  -> should keep I_i's identity (ArcFace cosine)
-The motion encoder re-reads `reenacted` and `cross_reenacted`: their dynamics codes should match
+The rotation part of z_pose is also pulled towards the data's annotated head pose (the
+data-preparation tracker's estimate; `config.loss.head_pose`). The motion encoder re-reads `reenacted` and `cross_reenacted`: their dynamics codes should match
 the drivers' (MegaPortraits' cycle consistency, CosFace form over the batch). The discriminator
 trains on I_j against `reenacted` with the hinge loss. Terms that need a pretrained network
 (VGG19 perceptual, ArcFace face perceptual and identity) are on only when `config.pretrained`
@@ -43,7 +44,7 @@ from vasa_jax.training import loop
 TERM_NETWORK = {
     "l1": None, "vgg": "vgg19", "face": "arcface", "adversarial": None,
     "feature_matching": None, "cycle": None, "pairwise_l1": None, "pairwise_vgg": "vgg19",
-    "identity": "arcface",
+    "identity": "arcface", "head_pose": None,
 }
 
 
@@ -146,7 +147,7 @@ def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
   reenacted, pose_transfer, dynamics_transfer, cross_reenacted = jnp.split(decoded, 4)
   return {"reenacted": reenacted, "pose_transfer": pose_transfer,
           "dynamics_transfer": dynamics_transfer, "cross_reenacted": cross_reenacted,
-          "driver_dyn": dyn_j, "cross_identity_dyn": dyn_d}
+          "driver_dyn": dyn_j, "cross_identity_dyn": dyn_d, "z_pose": z_pose}
 
 
 def generator_loss(networks: Networks, weights: dict[str, float], config, params: Any,
@@ -160,6 +161,10 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
   terms = {"l1": latent_losses.l1(reenacted, driver),
            "pairwise_l1": latent_losses.l1(outputs["pose_transfer"],
                                            outputs["dynamics_transfer"])}
+  if weights["head_pose"]:
+    terms["head_pose"] = latent_losses.head_pose_l1(  # source, driver, cross frames: [3B, 3]
+        outputs["z_pose"], jnp.concatenate([images[f"{name}_head_pose"] for name in
+                                            ("source", "driver", "cross_identity")]))
   if weights["vgg"] or weights["pairwise_vgg"]:
     terms["vgg"] = perceptual.vgg_perceptual_loss(frozen["vgg19"], reenacted, driver,
                                                   model=networks.vgg)
@@ -228,6 +233,8 @@ def make_train_step(networks: Networks, config, weights: dict[str, float],
     del rng  # stage 1 draws no randomness inside the step
     images = {name: to_model_range(batch[f"{name}_image"])
               for name in ("source", "driver", "cross_identity")}
+    images.update({f"{name}_head_pose": batch[f"{name}_head_pose"]  # [B, 3] degrees
+                   for name in ("source", "driver", "cross_identity")})
     loss_fn = functools.partial(generator_loss, networks, weights, config)
     (total, (terms, outputs)), generator_grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.generator, state.discriminator, frozen, images)

@@ -1,0 +1,18 @@
+"""Stage-1 loss terms on hand-made inputs (the CosFace cycle loss is in test_latent_training)."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from vasa_jax.losses import latent as latent_losses
+
+
+def test_head_pose_l1_compares_the_rotation_in_radians_and_ignores_the_rest():
+  head_pose_degrees = np.array([[10.0, -5.0, 2.0], [0.0, 20.0, -30.0]], np.float32)
+  z_pose = np.zeros((2, 7), np.float32)
+  z_pose[:, :3] = np.deg2rad(head_pose_degrees)
+  z_pose[:, 3:] = [0.3, -0.2, 0.1, 0.4]  # translation and scale are not supervised
+  assert float(latent_losses.head_pose_l1(jnp.asarray(z_pose), head_pose_degrees)) < 1e-7
+  z_pose[0, 0] += 0.12  # 0.12 rad off in one of the six angles
+  np.testing.assert_allclose(latent_losses.head_pose_l1(jnp.asarray(z_pose), head_pose_degrees),
+                             0.12 / 6, rtol=1e-5)
+
