@@ -10,8 +10,9 @@ speaker, and decodes four images in one batched pass of the decoder:
   dynamics_transfer  D(V_i, z_id_i, pose_i, dyn_j)  } pose i and dynamics j, so they should agree
   cross_reenacted    D(V_i, z_id_i, pose_d, dyn_d)  -> should keep I_i's identity (ArcFace cosine)
 The rotation part of z_pose is also pulled towards the data's annotated head pose (the
-data-preparation tracker's estimate; `config.loss.head_pose`). The motion encoder re-reads `reenacted` and `cross_reenacted`: their dynamics codes should match
-the drivers' (MegaPortraits' cycle consistency, CosFace form over the batch). The discriminator
+data-preparation tracker's estimate; `config.loss.head_pose`). The motion encoder re-reads
+`reenacted` and `cross_reenacted`: their dynamics codes should match the drivers'
+(MegaPortraits' cycle consistency, CosFace form over the batch). The discriminator
 trains on I_j against `reenacted` with the hinge loss. Terms that need a pretrained network
 (VGG19 perceptual, ArcFace face perceptual and identity) are on only when `config.pretrained`
 names its weight file; the log says which terms are off and why.
