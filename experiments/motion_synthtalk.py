@@ -5,8 +5,8 @@
 1. Generates a SynthTalk set (64 px; speakers split into train and held-out test speakers).
 2. Trains stage 1 (`configs/latent.py:small`, the recipe of experiments/latent_synthtalk.py;
    perceptual terms off: no pretrained networks here) for `--latent_steps`, extracts stage-2
-   shards with `data_prep.extract_motion` (log-mel speech features: no pretrained Wav2Vec2 exists here), and
-   trains stage 2 (`configs/motion.py:tiny`) for `--motion_steps`. Every step is skipped when its
+   shards with `data_prep.extract_motion` (log-mel speech features: no pretrained Wav2Vec2
+   exists here), and trains stage 2 (`configs/motion.py:tiny`) for `--motion_steps`. Every step is skipped when its
    output is already complete in the workdir (reruns resume).
 3. A linear probe (ridge regression) maps a motion frame [z_pose, z_dyn] to SynthTalk's
    ground-truth factors (mouth opening, camera-space gaze), fitted on the TRAIN clips' extracted

@@ -163,9 +163,7 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
            "pairwise_l1": latent_losses.l1(outputs["pose_transfer"],
                                            outputs["dynamics_transfer"])}
   if weights["head_pose"]:
-    terms["head_pose"] = latent_losses.head_pose_l1(  # source, driver, cross frames: [3B, 3]
-        outputs["z_pose"], jnp.concatenate([images[f"{name}_head_pose"] for name in
-                                            ("source", "driver", "cross_identity")]))
+    terms["head_pose"] = latent_losses.head_pose_l1(outputs["z_pose"], images["head_pose"])
   if weights["vgg"] or weights["pairwise_vgg"]:
     terms["vgg"] = perceptual.vgg_perceptual_loss(frozen["vgg19"], reenacted, driver,
                                                   model=networks.vgg)
@@ -234,8 +232,9 @@ def make_train_step(networks: Networks, config, weights: dict[str, float],
     del rng  # stage 1 draws no randomness inside the step
     images = {name: to_model_range(batch[f"{name}_image"])
               for name in ("source", "driver", "cross_identity")}
-    images.update({f"{name}_head_pose": batch[f"{name}_head_pose"]  # [B, 3] degrees
-                   for name in ("source", "driver", "cross_identity")})
+    # Annotated poses in z_pose's order (source, driver, cross frames): [3B, 3] degrees.
+    images["head_pose"] = jnp.concatenate(
+        [batch[f"{name}_head_pose"] for name in ("source", "driver", "cross_identity")])
     loss_fn = functools.partial(generator_loss, networks, weights, config)
     (total, (terms, outputs)), generator_grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.generator, state.discriminator, frozen, images)
