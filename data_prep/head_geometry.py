@@ -92,6 +92,9 @@ MODEL_INDICES, MODEL_POINTS_MM, MODEL_WEIGHTS = _build_mean_face()
 
 RIGHT_EYE = np.arange(36, 42)  # the subject's right eye (image left when frontal)
 LEFT_EYE = np.arange(42, 48)
+MOUTH_CORNERS = np.array([48, 54])  # outer lip corners
+# Inner-lip landmark pairs facing each other across the mouth opening (upper, lower).
+INNER_LIP_PAIRS = np.array([[61, 67], [62, 66], [63, 65]])
 # Distance between the two eye centres (midpoints of each eye's corners) of the model.
 MODEL_INTEROCULAR_MM = _LEFT_AND_MIDLINE_POINTS[42][0] + _LEFT_AND_MIDLINE_POINTS[45][0]
 # Face size of the model by the FFHQ alignment measure max(2 x eye distance, 1.8 x eye-to-mouth
@@ -274,6 +277,16 @@ def eye_aspect_ratio(landmarks: np.ndarray) -> float:
     opening = np.linalg.norm(p[1] - p[5]) + np.linalg.norm(p[2] - p[4])
     ratios.append(opening / (2.0 * np.linalg.norm(p[0] - p[3]) + 1e-9))
   return float(np.mean(ratios))
+
+
+def mouth_aspect_ratio(landmarks: np.ndarray) -> float:
+  """Mouth opening / mouth width: the mean inner-lip gap over the corner-to-corner distance.
+
+  0 for closed lips; ~0.3 wide open. Invariant to the face's scale, position and a horizontal flip.
+  """
+  gap = np.linalg.norm(landmarks[INNER_LIP_PAIRS[:, 0]] - landmarks[INNER_LIP_PAIRS[:, 1]], axis=-1)
+  width = np.linalg.norm(landmarks[MOUTH_CORNERS[0]] - landmarks[MOUTH_CORNERS[1]])
+  return float(np.mean(gap) / (width + 1e-9))
 
 
 def gaze_vector_from_pupils(pose: HeadPose, landmarks: np.ndarray,

@@ -69,6 +69,7 @@ def train(config, minutes: float, max_steps: int):
                       **{name: round(value, 4) for name, value in metrics.items()}})
       print(f"step {step:5d}  {history[-1]['seconds']:7.1f}s  l1 {metrics['loss/l1']:.4f}  "
             f"pose {metrics.get('loss/head_pose', float('nan')):.4f}  "
+            f"expression {metrics.get('loss/expression', float('nan')):.4f}  "
             f"psnr {metrics['psnr/reenacted']:.2f} dB", flush=True)
   return state.ema_generator, history
 

@@ -201,3 +201,47 @@ def test_global_batch_is_sharded_on_the_data_axes(data_dir):
   for i, shard in enumerate(shards):
     np.testing.assert_array_equal(np.asarray(shard.data)[0], local["source_image"][i])
   np.testing.assert_array_equal(np.asarray(global_batch["speaker"]), local["speaker"])
+
+
+def test_expression_measures_follow_synthtalk_ground_truth_dynamics_not_pose():
+  from data_prep import synthtalk_render as render_lib
+  rng = np.random.default_rng(0)
+  identity = render_lib.sample_identity(rng)
+  count = 24
+  factors = np.stack([render_lib.factors_to_vector({
+      "yaw": rng.uniform(-20, 20), "pitch": rng.uniform(-10, 10), "roll": rng.uniform(-5, 5),
+      "distance": rng.uniform(0.9, 1.1), "mouth_open": rng.uniform(0, 1),
+      "blink": rng.uniform(0, 1), "eye_theta": rng.uniform(-15, 15),
+      "eye_phi": rng.uniform(-8, 8)}) for _ in range(count)])
+  _, landmarks = render_lib.render_frames(identity, factors, 128)
+  gaze = render_lib.camera_gaze(factors)
+  column = dict(zip(render_lib.FACTOR_NAMES, factors.T))
+  measures = np.stack([input_pipeline.expression_measures(
+      landmarks[t], factors[t, :3].astype(np.float32), gaze[t]) for t in range(count)])
+  assert measures.shape == (count, input_pipeline.EXPRESSION_SIZE)
+  assert measures.dtype == np.float32
+  correlation = lambda a, b: np.corrcoef(a, b)[0, 1]
+  assert correlation(measures[:, 0], column["mouth_open"]) > 0.95
+  assert correlation(measures[:, 1], column["blink"]) < -0.9  # eyes close as blink rises
+  # Gaze in the head, radians, against the eyes' angles in the head (degrees).
+  np.testing.assert_allclose(measures[:, 2], np.deg2rad(column["eye_theta"]), atol=0.06)
+  np.testing.assert_allclose(measures[:, 3], np.deg2rad(column["eye_phi"]), atol=0.06)
+  assert abs(correlation(measures[:, 0], column["yaw"])) < 0.5
+
+
+def test_stage1_expression_is_flip_invariant_except_the_horizontal_gaze(data_dir):
+  plain = next(stage1(data_dir, seed=5))
+  flipped = next(stage1(data_dir, seed=5, augmentation=input_pipeline.Augmentation(
+      flip_prob=1.0)))
+  for name in ("source", "driver", "cross_identity"):
+    assert plain[f"{name}_expression"].shape == (4, input_pipeline.EXPRESSION_SIZE)
+    # The fake clips' gaze minus head pose: (frame - frame, -frame - clip) degrees.
+    np.testing.assert_allclose(plain[f"{name}_expression"][:, 2], 0.0, atol=1e-6)
+    np.testing.assert_allclose(flipped[f"{name}_expression"][:, [0, 1, 3]],
+                               plain[f"{name}_expression"][:, [0, 1, 3]], atol=1e-6)
+    np.testing.assert_allclose(flipped[f"{name}_expression"][:, 2],
+                               -plain[f"{name}_expression"][:, 2], atol=1e-6)
+  np.testing.assert_allclose(
+      plain["source_expression"][:, 3],
+      np.deg2rad(-plain["source_head_pose"][:, 0] - plain["source_head_pose"][:, 1]),
+      rtol=1e-5)

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vasa_jax.losses import latent as latent_losses
 
@@ -16,3 +17,18 @@ def test_head_pose_l1_compares_the_rotation_in_radians_and_ignores_the_rest():
   np.testing.assert_allclose(latent_losses.head_pose_l1(jnp.asarray(z_pose), head_pose_degrees),
                              0.12 / 6, rtol=1e-5)
 
+
+
+def test_expression_l1_compares_the_first_entries_of_z_dyn_and_ignores_the_rest():
+  expression = np.array([[0.2, 0.3, 0.1, -0.05], [0.0, 0.05, -0.2, 0.1]], np.float32)
+  z_dyn = np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32)
+  z_dyn[:, :4] = expression
+  assert float(latent_losses.expression_l1(jnp.asarray(z_dyn), expression)) < 1e-7
+  z_dyn[1, 2] += 0.4  # one of the eight supervised entries is 0.4 off
+  np.testing.assert_allclose(latent_losses.expression_l1(jnp.asarray(z_dyn), expression),
+                             0.4 / 8, rtol=1e-5)
+
+
+def test_expression_l1_refuses_a_z_dyn_too_small_to_carry_the_expression():
+  with pytest.raises(ValueError, match="raise model.dyn_dim"):
+    latent_losses.expression_l1(jnp.zeros((2, 3)), np.zeros((2, 4), np.float32))

@@ -64,13 +64,16 @@ def test_paper_size_init_and_train_step_trace():
   for name in ("source", "driver", "cross_identity"):
     batch[f"{name}_image"] = jax.ShapeDtypeStruct((2, 512, 512, 3), jnp.uint8)
     batch[f"{name}_head_pose"] = jax.ShapeDtypeStruct((2, 3), jnp.float32)
+    batch[f"{name}_expression"] = jax.ShapeDtypeStruct((2, input_pipeline.EXPRESSION_SIZE),
+                                                       jnp.float32)
   frozen = {"vgg19": pretrained.abstract_variables(networks.vgg),
             "arcface": pretrained.abstract_variables(networks.arcface)}
   train_step = latent.make_train_step(networks, config, weights, generator_tx, discriminator_tx)
   new_state, metrics = jax.eval_shape(train_step, state, batch, jax.random.key(1), frozen)
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   assert {"loss/l1", "loss/vgg", "loss/face", "loss/identity", "loss/cycle",
-          "loss/pairwise_l1", "loss/head_pose", "loss/adversarial", "loss/feature_matching",
+          "loss/pairwise_l1", "loss/head_pose", "loss/expression", "loss/transfer_cycle",
+          "loss/adversarial", "loss/feature_matching",
           "loss/discriminator"} <= set(metrics)
 
 

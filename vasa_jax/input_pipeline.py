@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
+from data_prep import head_geometry
 from vasa_jax import motion_records
 from vasa_jax import records
 
@@ -159,9 +160,30 @@ class Stage1Sampler:
       example[f"{name}_image"] = image  # [S, S, 3] uint8
       example[f"{name}_head_pose"] = head_pose  # [3] yaw, pitch, roll degrees
       example[f"{name}_gaze"] = gaze  # [2] theta, phi degrees
+      example[f"{name}_expression"] = expression_measures(  # [EXPRESSION_SIZE]
+          rec["annotations"]["landmarks"][frame], head_pose, gaze)
     example["speaker"] = np.int32(self.reader.index.speaker_ids[record_index])
     example["cross_identity_speaker"] = np.int32(self.reader.index.speaker_ids[other_index])
     return example
+
+
+# Entries of `expression_measures`, in order.
+EXPRESSION_NAMES = ("mouth_opening", "eye_opening", "gaze_theta_in_head", "gaze_phi_in_head")
+EXPRESSION_SIZE = len(EXPRESSION_NAMES)
+
+
+def expression_measures(landmarks: np.ndarray, head_pose: np.ndarray,
+                        gaze: np.ndarray) -> np.ndarray:
+  """A frame's facial dynamics measured from its annotations -> float32 [EXPRESSION_SIZE].
+
+  (mouth opening / mouth width, mean eye aspect ratio of both eyes, gaze theta and phi relative
+  to the head in radians: the camera-space gaze minus the head's yaw and pitch). The ratios come
+  from the tracker's landmarks and do not change under the crop's zoom, shift or flip; the flip
+  is applied to `head_pose` and `gaze` ([3] and [2] degrees) before they come here.
+  """
+  gaze_in_head = np.deg2rad(gaze - head_pose[:2])
+  return np.array([head_geometry.mouth_aspect_ratio(landmarks),
+                   head_geometry.eye_aspect_ratio(landmarks), *gaze_in_head], np.float32)
 
 
 def _sample_augmentation(aug: Augmentation, rng: np.random.Generator) -> dict[str, float]:

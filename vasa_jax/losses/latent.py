@@ -42,6 +42,21 @@ def head_pose_l1(z_pose: jax.Array, head_pose_degrees: jax.Array) -> jax.Array:
   return jnp.mean(jnp.abs(z_pose[:, :3].astype(jnp.float32) - target))
 
 
+def expression_l1(z_dyn: jax.Array, expression: jax.Array) -> jax.Array:
+  """Mean absolute error of z_dyn's first entries against the measured expression.
+
+  `expression` [B, E] holds each frame's measured facial dynamics
+  (`vasa_jax.input_pipeline.expression_measures`: mouth and eye opening, gaze in the head);
+  `z_dyn` [B, dyn_dim >= E] carries them in its first E entries, the rest stays free. Returns a
+  float32 scalar.
+  """
+  size = expression.shape[-1]
+  if z_dyn.shape[-1] < size:
+    raise ValueError(f"z_dyn has {z_dyn.shape[-1]} entries, fewer than the {size} measured "
+                     "expression values it should carry (raise model.dyn_dim)")
+  return jnp.mean(jnp.abs(z_dyn[:, :size].astype(jnp.float32) - expression.astype(jnp.float32)))
+
+
 def psnr(prediction: jax.Array, target: jax.Array) -> jax.Array:
   """Peak signal-to-noise ratio (dB) per image of [B, H, W, C] images in [-1, 1] -> [B]."""
   error = jnp.mean(jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32)),

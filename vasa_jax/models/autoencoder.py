@@ -149,7 +149,7 @@ def submodules_from_config(model_config: ml_collections.ConfigDict) -> dict[str,
       motion_encoder=encoders.MotionEncoder(
           model_config.dyn_dim, tuple(motion.stage_channels), motion.blocks_per_stage,
           motion.input_size, motion.max_rotation, motion.max_translation, motion.max_log_scale,
-          **shared),
+          motion.pooling, **shared),
       source_to_canonical=warping_generator(),
       canonical_to_driver=warping_generator(),
       canonical_network=generators.CanonicalUNet(

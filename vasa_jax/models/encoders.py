@@ -19,15 +19,21 @@ import jax.numpy as jnp
 from vasa_jax.models import layers
 from vasa_jax.models import warping
 
+POOLINGS = ("mean", "flatten")
+
+
 class ResNetEncoder(nn.Module):
-  """Image [B, H, W, 3] -> globally average-pooled features [B, stage_channels[-1]].
+  """Image [B, H, W, 3] -> pooled features [B, F].
 
   A 3x3 stem conv, then one stage per entry of `stage_channels`: every stage halves the resolution
-  (average pooling) and applies `blocks_per_stage` residual blocks.
+  (average pooling) and applies `blocks_per_stage` residual blocks. `pooling` "mean" averages the
+  final [h, w, C] map globally (ResNet; F = C); "flatten" keeps every position (F = h * w * C), a
+  spatial readout for small images in which a local feature such as the mouth covers a few pixels.
   """
   stage_channels: Sequence[int]  # channels of each stage (ResNet-18: 64, 128, 256, 512)
   blocks_per_stage: int = 2  # residual blocks per stage (ResNet-18: 2)
   input_size: int = 0  # images are resized to input_size^2 first; 0: used as given
+  pooling: str = "mean"  # one of POOLINGS
   num_groups: int = 32  # group-norm groups
   remat: bool = False  # rematerialise the residual blocks in the backward pass
   dtype: layers.Dtype = jnp.float32
@@ -46,7 +52,12 @@ class ResNetEncoder(nn.Module):
                                name=f"stage{stage}_block{block}")(features)
     features = layers.activation(layers.GroupNorm(
         self.num_groups, self.dtype, self.param_dtype, name="final_norm")(features))
-    return jnp.mean(features.astype(jnp.float32), axis=(1, 2))  # [B, C]
+    features = features.astype(jnp.float32)  # [B, h, w, C]
+    if self.pooling == "mean":
+      return jnp.mean(features, axis=(1, 2))  # [B, C]
+    if self.pooling == "flatten":
+      return features.reshape(features.shape[0], -1)  # [B, h * w * C]
+    raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {POOLINGS}")
 
 
 class AppearanceEncoder(nn.Module):
@@ -109,8 +120,8 @@ class IdentityEncoder(nn.Module):
   @nn.compact
   def __call__(self, image: jax.Array) -> jax.Array:
     pooled = ResNetEncoder(self.stage_channels, self.blocks_per_stage, self.input_size,
-                           self.num_groups, self.remat, self.dtype, self.param_dtype,
-                           name="backbone")(image)  # [B, C]
+                           num_groups=self.num_groups, remat=self.remat, dtype=self.dtype,
+                           param_dtype=self.param_dtype, name="backbone")(image)  # [B, C]
     return layers.Dense(self.identity_dim, dtype=jnp.float32, param_dtype=self.param_dtype,
                         name="head")(pooled)  # [B, identity_dim]
 
@@ -130,6 +141,7 @@ class MotionEncoder(nn.Module):
   max_rotation: float = 1.5  # bound of |yaw|, |pitch|, |roll| in radians
   max_translation: float = 0.5  # bound of |tx|, |ty|, |tz| in normalised coordinates
   max_log_scale: float = 0.5  # bound of |log scale|
+  pooling: str = "mean"  # readout of both backbones (ResNetEncoder.pooling)
   num_groups: int = 32
   remat: bool = False
   dtype: layers.Dtype = jnp.float32
@@ -137,7 +149,8 @@ class MotionEncoder(nn.Module):
 
   def _backbone(self, name: str) -> ResNetEncoder:
     return ResNetEncoder(self.stage_channels, self.blocks_per_stage, self.input_size,
-                         self.num_groups, self.remat, self.dtype, self.param_dtype, name=name)
+                         self.pooling, self.num_groups, self.remat, self.dtype, self.param_dtype,
+                         name=name)
 
   @nn.compact
   def __call__(self, image: jax.Array) -> tuple[jax.Array, jax.Array]:

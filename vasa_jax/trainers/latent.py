@@ -10,9 +10,13 @@ speaker, and decodes four images in one batched pass of the decoder:
   dynamics_transfer  D(V_i, z_id_i, pose_i, dyn_j)  } pose i and dynamics j, so they should agree
   cross_reenacted    D(V_i, z_id_i, pose_d, dyn_d)  -> should keep I_i's identity (ArcFace cosine)
 The rotation part of z_pose is also pulled towards the data's annotated head pose (the
-data-preparation tracker's estimate; `config.loss.head_pose`). The motion encoder re-reads
-`reenacted` and `cross_reenacted`: their dynamics codes should match the drivers'
-(MegaPortraits' cycle consistency, CosFace form over the batch). The discriminator
+data-preparation tracker's estimate; `config.loss.head_pose`), and the first entries of z_dyn
+towards the expression measured from the tracker's landmarks and gaze (mouth and eye opening,
+gaze in the head; `config.loss.expression`). The motion encoder re-reads `reenacted` and
+`cross_reenacted`: their dynamics codes should match the drivers' (MegaPortraits' cycle
+consistency, CosFace form over the batch; `config.loss.cycle`); it also re-reads
+`dynamics_transfer`, which shows dyn_j under pose i: its dynamics code should still be dyn_j, so
+z_dyn cannot carry the driver's head pose (`config.loss.transfer_cycle`). The discriminator
 trains on I_j against `reenacted` with the hinge loss. Terms that need a pretrained network
 (VGG19 perceptual, ArcFace face perceptual and identity) are on only when `config.pretrained`
 names its weight file; the log says which terms are off and why.
@@ -45,7 +49,7 @@ from vasa_jax.training import loop
 TERM_NETWORK = {
     "l1": None, "vgg": "vgg19", "face": "arcface", "adversarial": None,
     "feature_matching": None, "cycle": None, "pairwise_l1": None, "pairwise_vgg": "vgg19",
-    "identity": "arcface", "head_pose": None,
+    "identity": "arcface", "head_pose": None, "expression": None, "transfer_cycle": None,
 }
 
 
@@ -148,7 +152,7 @@ def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
   reenacted, pose_transfer, dynamics_transfer, cross_reenacted = jnp.split(decoded, 4)
   return {"reenacted": reenacted, "pose_transfer": pose_transfer,
           "dynamics_transfer": dynamics_transfer, "cross_reenacted": cross_reenacted,
-          "driver_dyn": dyn_j, "cross_identity_dyn": dyn_d, "z_pose": z_pose}
+          "driver_dyn": dyn_j, "cross_identity_dyn": dyn_d, "z_pose": z_pose, "z_dyn": z_dyn}
 
 
 def generator_loss(networks: Networks, weights: dict[str, float], config, params: Any,
@@ -156,6 +160,7 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
                    images: dict[str, jax.Array]) -> tuple[jax.Array, tuple[dict, dict]]:
   """Weighted sum of every active term; returns (total, (terms, outputs))."""
   source, driver = images["source"], images["driver"]
+  batch = source.shape[0]
   outputs = generator_outputs(networks.autoencoder, params, source, driver,
                               images["cross_identity"])
   reenacted = outputs["reenacted"]
@@ -164,6 +169,8 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
                                            outputs["dynamics_transfer"])}
   if weights["head_pose"]:
     terms["head_pose"] = latent_losses.head_pose_l1(outputs["z_pose"], images["head_pose"])
+  if weights["expression"]:
+    terms["expression"] = latent_losses.expression_l1(outputs["z_dyn"], images["expression"])
   if weights["vgg"] or weights["pairwise_vgg"]:
     terms["vgg"] = perceptual.vgg_perceptual_loss(frozen["vgg19"], reenacted, driver,
                                                   model=networks.vgg)
@@ -185,15 +192,20 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
     terms["adversarial"] = discriminator_lib.hinge_g_loss(fake_logits)
     terms["feature_matching"] = discriminator_lib.feature_matching_loss(real_features,
                                                                          fake_features)
-  if weights["cycle"]:
-    reread_pose, reread_dyn = networks.autoencoder.apply(  # [2B, ...]
-        {"params": params}, jnp.concatenate([reenacted, outputs["cross_reenacted"]]),
+  if weights["cycle"] or weights["transfer_cycle"]:
+    # One pass of the motion encoder re-reads the three renders; pose is explicit, the cycles
+    # constrain the dynamics descriptor.
+    _, reread_dyn = networks.autoencoder.apply(  # [3B, dyn]
+        {"params": params},
+        jnp.concatenate([reenacted, outputs["cross_reenacted"], outputs["dynamics_transfer"]]),
         method=autoencoder_lib.FaceAutoencoder.encode_motion)
-    del reread_pose  # pose is explicit; the cycle constrains the dynamics descriptor
-    targets = jax.lax.stop_gradient(
-        jnp.concatenate([outputs["driver_dyn"], outputs["cross_identity_dyn"]]))
-    terms["cycle"] = latent_losses.cosface_loss(reread_dyn, targets, config.loss.cycle_scale,
-                                                config.loss.cycle_margin)
+    driver_dyn = jax.lax.stop_gradient(outputs["driver_dyn"])
+    cosface = functools.partial(latent_losses.cosface_loss, scale=config.loss.cycle_scale,
+                                margin=config.loss.cycle_margin)
+    terms["cycle"] = cosface(reread_dyn[:2 * batch], jnp.concatenate(
+        [driver_dyn, jax.lax.stop_gradient(outputs["cross_identity_dyn"])]))
+    # Its own softmax: dyn_j is already the positive of `reenacted`'s rows above.
+    terms["transfer_cycle"] = cosface(reread_dyn[2 * batch:], driver_dyn)
   total = sum(weights[name] * value for name, value in terms.items())
   return total, (terms, outputs)
 
@@ -235,6 +247,9 @@ def make_train_step(networks: Networks, config, weights: dict[str, float],
     # Annotated poses in z_pose's order (source, driver, cross frames): [3B, 3] degrees.
     images["head_pose"] = jnp.concatenate(
         [batch[f"{name}_head_pose"] for name in ("source", "driver", "cross_identity")])
+    # Their measured expressions, in z_dyn's order: [3B, EXPRESSION_SIZE].
+    images["expression"] = jnp.concatenate(
+        [batch[f"{name}_expression"] for name in ("source", "driver", "cross_identity")])
     loss_fn = functools.partial(generator_loss, networks, weights, config)
     (total, (terms, outputs)), generator_grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.generator, state.discriminator, frozen, images)
