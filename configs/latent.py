@@ -10,9 +10,9 @@ Variants (after the colon):
   tiny: 64x64 input, narrow layers and single residual blocks (0.2M parameters); a forward and
       backward pass at batch 4 takes ~0.1 s on a CPU once compiled (for tests and smoke runs).
   small: tiny's widths with the volume at H/4 (8 x 4 x 16 x 16), a shorter decoder and a spatial
-      readout of the motion encoder; about 2x tiny's step time. It carries the recipe of the CPU learning checks
-      (`experiments/latent_synthtalk.py`, `experiments/motion_synthtalk.py`): 4,000 steps at a
-      1e-3 peak learning rate, GAN terms off.
+      readout of the motion encoder (0.25M parameters); about 2.5x tiny's step time. It carries
+      the recipe of the CPU learning checks (`experiments/latent_synthtalk.py`,
+      `experiments/motion_synthtalk.py`): 4,000 steps at a 1e-3 peak learning rate, GAN terms off.
 Print the parameter counts with `python -m vasa_jax.models.autoencoder 512 256 tiny`.
 Where the papers are silent (block counts, warping-generator widths, pose bounds), the values are
 this project's choices, noted per field.
@@ -145,7 +145,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
 def _use_cpu_check_recipe(config: ml_collections.ConfigDict) -> None:
   """`small`'s training: the recipe of the CPU learning checks (experiments/*_synthtalk.py)."""
-  config.total_steps = 4_000  # ~40 minutes on 2 CPU cores; the cosine decay ends here
+  config.total_steps = 4_000  # ~50 minutes on 2 CPU cores; the cosine decay ends here
   config.optimizer.learning_rate = 1e-3  # a higher peak than the papers' 2e-4 for a short run
   # GAN terms off: within a few thousand steps the tiny discriminator only adds texture noise.
   config.loss.adversarial = 0.0

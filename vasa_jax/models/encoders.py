@@ -130,8 +130,8 @@ class MotionEncoder(nn.Module):
   """Image [B, H, W, 3] -> (z_pose [B, 7], z_dyn [B, dyn_dim]), both float32.
 
   z_pose = (yaw, pitch, roll, tx, ty, tz, log_scale), in the conventions of `warping`: each group
-  is tanh-bounded by its `max_*` field. The pose head is zero-initialised, so every image starts at the identity pose (no
-  rotation, no translation, scale 1). Pose and dynamics have separate backbones, as in
+  is tanh-bounded by its `max_*` field. The pose head is zero-initialised, so every image starts
+  at the identity pose (no rotation, no translation, scale 1). Pose and dynamics have separate backbones, as in
   MegaPortraits.
   """
   dyn_dim: int  # size of z_dyn (paper-size config: 256)
