@@ -196,8 +196,8 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # L1 of z_dyn's first 4 entries against the expression measured from the annotations (mouth
   # and eye opening from the landmarks, gaze relative to the head; input_pipeline.
   # expression_measures). Our choice, the dynamics counterpart of head_pose (and the issue's
-  # optional gaze loss): without it a small model spends z_dyn on head-pose residuals and blurs
-  # the mouth and eyes, which stage 2 then cannot drive.
+  # optional gaze loss): without it the small model's z_dyn held head-pose residuals and no mouth
+  # opening, which stage 2 then cannot drive.
   config.loss.expression = 10.0
   # Cycle of the pairwise transfer: the motion encoder re-reads D(V_i, z_id_i, pose_i, dyn_j) and
   # its dynamics code should be dyn_j (CosFace like `cycle`). Our choice: it penalises a z_dyn

@@ -284,7 +284,8 @@ def mouth_aspect_ratio(landmarks: np.ndarray) -> float:
 
   0 for closed lips; ~0.3 wide open. Invariant to the face's scale, position and a horizontal flip.
   """
-  gap = np.linalg.norm(landmarks[INNER_LIP_PAIRS[:, 0]] - landmarks[INNER_LIP_PAIRS[:, 1]], axis=-1)
+  upper, lower = landmarks[INNER_LIP_PAIRS[:, 0]], landmarks[INNER_LIP_PAIRS[:, 1]]
+  gap = np.linalg.norm(upper - lower, axis=-1)
   width = np.linalg.norm(landmarks[MOUTH_CORNERS[0]] - landmarks[MOUTH_CORNERS[1]])
   return float(np.mean(gap) / (width + 1e-9))
 

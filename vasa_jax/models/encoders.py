@@ -131,7 +131,8 @@ class MotionEncoder(nn.Module):
 
   z_pose = (yaw, pitch, roll, tx, ty, tz, log_scale), in the conventions of `warping`: each group
   is tanh-bounded by its `max_*` field. The pose head is zero-initialised, so every image starts
-  at the identity pose (no rotation, no translation, scale 1). Pose and dynamics have separate backbones, as in
+  at the identity pose (no rotation, no translation, scale 1). Pose and dynamics have separate
+  backbones, as in
   MegaPortraits.
   """
   dyn_dim: int  # size of z_dyn (paper-size config: 256)

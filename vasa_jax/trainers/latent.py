@@ -15,9 +15,9 @@ towards the expression measured from the tracker's landmarks and gaze (mouth and
 gaze in the head; `config.loss.expression`). The motion encoder re-reads `reenacted` and
 `cross_reenacted`: their dynamics codes should match the drivers' (MegaPortraits' cycle
 consistency, CosFace form over the batch; `config.loss.cycle`); it also re-reads
-`dynamics_transfer`, which shows dyn_j under pose i: its dynamics code should still be dyn_j, so
-z_dyn cannot carry the driver's head pose (`config.loss.transfer_cycle`). The discriminator
-trains on I_j against `reenacted` with the hinge loss. Terms that need a pretrained network
+`dynamics_transfer`, which shows dyn_j under pose i: its dynamics code should still be dyn_j,
+which penalises a z_dyn that carries the driver's head pose (`config.loss.transfer_cycle`).
+The discriminator trains on I_j against `reenacted` with the hinge loss. Terms that need a pretrained network
 (VGG19 perceptual, ArcFace face perceptual and identity) are on only when `config.pretrained`
 names its weight file; the log says which terms are off and why.
 """
