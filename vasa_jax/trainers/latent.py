@@ -17,9 +17,9 @@ gaze in the head; `config.loss.expression`). The motion encoder re-reads `reenac
 consistency, CosFace form over the batch; `config.loss.cycle`); it also re-reads
 `dynamics_transfer`, which shows dyn_j under pose i: its dynamics code should still be dyn_j,
 which penalises a z_dyn that carries the driver's head pose (`config.loss.transfer_cycle`).
-The discriminator trains on I_j against `reenacted` with the hinge loss. Terms that need a pretrained network
-(VGG19 perceptual, ArcFace face perceptual and identity) are on only when `config.pretrained`
-names its weight file; the log says which terms are off and why.
+The discriminator trains on I_j against `reenacted` with the hinge loss. Terms that need a
+pretrained network (VGG19 perceptual, ArcFace face perceptual and identity) are on only when
+`config.pretrained` names its weight file; the log says which terms are off and why.
 """
 
 from __future__ import annotations
