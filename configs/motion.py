@@ -27,7 +27,7 @@ POSE_DIM = 7
 
 
 def audio_config(variant: str) -> ml_collections.ConfigDict:
-  """The speech features (`vasa_jax.speech_features.from_config`) shared by extraction and sampling."""
+  """The speech features (`vasa_jax.speech_features.from_config`) of extraction and sampling."""
   audio = ml_collections.ConfigDict()
   # "wav2vec2" (VASA-1) or "log_mel" (no pretrained weights; CPU checks).
   audio.features = {"paper": "wav2vec2", "tiny": "log_mel"}[variant]
@@ -71,6 +71,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.model.num_heads = 4 if tiny else 8  # attention heads
   config.model.mlp_dim = 128 if tiny else 2048  # MLP hidden width
   config.model.dropout = 0.1  # dropout in attention outputs and MLPs during training
+  # Add a learned carry [W, M] (initialised to 1) times the last previous frame to the predicted
+  # X^0 (when X_pre is given). Our choice (the paper is silent): without it (and without the time
+  # embedding on every frame token, models/motion_dit.py) the tiny model barely used X_pre (x0
+  # error on training windows 0.19 with it, 0.21 without) and each window's first frame jumped
+  # 4.7x the within-window step; with both 0.14 vs 0.22 and 3.1x (screens of 2026-12-02).
+  config.model.carry_previous = True
   config.model.remat = False  # recompute each layer's activations in the backward pass
   config.model.scan = not tiny  # stack the layers with nn.scan (one compiled layer)
   config.model.dtype = "float32"  # compute dtype; "bfloat16" on GPU/TPU

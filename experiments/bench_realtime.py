@@ -325,7 +325,8 @@ def markdown_tables(report: dict) -> str:
   for steps, figures in report["pipeline"].items():
     lines.append(f"| {steps} | {figures['offline_fps']:.2f} | "
                  f"{figures['first_frame_latency_ms']:.1f} | {figures['streaming_fps']:.2f} | "
-                 f"{figures['flops_per_frame'] / 1e9:.2f} | {figures['rtx4090_estimated_fps']:.0f} |")
+                 f"{figures['flops_per_frame'] / 1e9:.2f} | "
+                 f"{figures['rtx4090_estimated_fps']:.0f} |")
   return "\n".join(lines)
 
 
@@ -389,7 +390,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
       "Weights are RANDOMLY INITIALISED (no pretrained weights exist here); run time and FLOPs "
       "do not depend on weight values.",
       f"Times: median of {args.repeats} timed call(s) after {args.warmup} untimed warm-up "
-      "call(s), compilation excluded (compile_s apart). Offline and streaming figures are computed from the component times.",
+      "call(s), compilation excluded (compile_s apart). Offline and streaming figures are "
+      "computed from the component times.",
       "XLA's cost analysis counts a lax.scan body ONCE (checked: the window function's figure is "
       "the same at every step count), so flops_per_window = flops_per_step x steps, with "
       "flops_per_step from one compiled guided denoise call (the batched 3B network call) of the "

@@ -1,4 +1,4 @@
-"""Stage-2 learning check on SynthTalk: does generated motion follow the speech and the gaze control?
+"""Stage-2 learning check on SynthTalk: does generated motion follow the speech and the gaze?
 
   python experiments/motion_synthtalk.py --workdir=/tmp/motion_synthtalk
 
@@ -6,8 +6,8 @@
 2. Trains stage 1 (`configs/latent.py:small`, the recipe of experiments/latent_synthtalk.py;
    perceptual terms off: no pretrained networks here) for `--latent_steps`, extracts stage-2
    shards with `data_prep.extract_motion` (log-mel speech features: no pretrained Wav2Vec2
-   exists here), and trains stage 2 (`configs/motion.py:tiny`) for `--motion_steps`. Every step is skipped when its
-   output is already complete in the workdir (reruns resume).
+   exists here), and trains stage 2 (`configs/motion.py:tiny`) for `--motion_steps`. Every step
+   is skipped when its output is already complete in the workdir (reruns resume).
 3. A linear probe (ridge regression) maps a motion frame [z_pose, z_dyn] to SynthTalk's
    ground-truth factors (mouth opening, camera-space gaze), fitted on the TRAIN clips' extracted
    motion; its R^2 on the test clips' real motion is the ceiling of what the probe can read.

@@ -33,7 +33,7 @@ def model_config(**fields):
   config = ml_collections.ConfigDict(dict(
       num_layers=2, embed_dim=32, num_heads=4, mlp_dim=64, motion_dim=MOTION, audio_dim=AUDIO,
       emotion_dim=EMOTION, window=WINDOW, num_previous=PREVIOUS, dropout=0.0, dtype="float32",
-      remat=False, scan=False))
+      carry_previous=True, remat=False, scan=False))
   config.update(fields)
   return config
 
@@ -75,7 +75,9 @@ def tiny():
 
 
 def test_from_config_reads_every_field():
-  model = MotionDiT.from_config(model_config(dtype="bfloat16", remat=True, scan=True))
+  model = MotionDiT.from_config(model_config(dtype="bfloat16", remat=True, scan=True,
+                                             carry_previous=False))
+  assert not model.carry_previous
   assert (model.num_layers, model.embed_dim, model.num_heads, model.mlp_dim) == (2, 32, 4, 64)
   assert (model.motion_dim, model.audio_dim, model.emotion_dim) == (MOTION, AUDIO, EMOTION)
   assert (model.window, model.num_previous) == (WINDOW, PREVIOUS)
@@ -130,6 +132,28 @@ def test_dropped_condition_is_replaced_by_null_embedding(tiny, drop_key, input_n
   np.testing.assert_array_equal(dropped[0], dropped_replaced[0])
   assert float(jnp.abs(dropped[1] - dropped_replaced[1]).max()) > 1e-4
   assert float(jnp.abs(dropped[0] - kept[0]).max()) > 1e-4  # the null is not the condition
+
+
+def test_previous_carry_adds_the_last_previous_frame(tiny):
+  model, variables, apply = tiny
+  # With the output projection zeroed the prediction is the carry (1 at init) times X_pre[:, -1],
+  # and nothing where the previous block is dropped.
+  params = jax.tree.map(lambda leaf: leaf, variables["params"])
+  params["output_projection"] = jax.tree.map(jnp.zeros_like, params["output_projection"])
+  inputs = model_inputs()
+  drops = {**no_drops(), "drop_previous": jnp.array([False, True])}
+  predicted = apply({"params": params}, inputs, drops)
+  np.testing.assert_allclose(predicted[0], jnp.broadcast_to(inputs["previous_motion"][0, -1],
+                                                            (WINDOW, MOTION)), atol=1e-6)
+  np.testing.assert_array_equal(predicted[1], jnp.zeros((WINDOW, MOTION)))
+  # The carry is learned per output frame and motion dimension.
+  carry = jnp.arange(WINDOW * MOTION, dtype=jnp.float32).reshape(WINDOW, MOTION)
+  predicted = apply({"params": dict(params, previous_carry=carry)}, inputs, drops)
+  np.testing.assert_allclose(predicted[0], carry * inputs["previous_motion"][0, -1], rtol=1e-6)
+  # Without the carry the last previous frame only enters through the transformer.
+  plain = MotionDiT.from_config(model_config(carry_previous=False))
+  assert "previous_carry" not in nn.meta.unbox(
+      jax.eval_shape(plain.init, rbg_key(), **model_inputs()))["params"]
 
 
 def test_invalid_trailing_audio_frames_are_ignored(tiny):

@@ -5,12 +5,16 @@ token sequence, length 4 + K + W, is
 
   [gaze, distance, emotion, diffusion time, K previous frames, W current frames]
 
-where a previous token is proj(X_pre) + proj(A_pre) and a current token is proj(X^t) + proj(A); a
-learned position embedding is added per slot. A pre-LN transformer encoder runs over all tokens
-and the prediction is read from the W current tokens. Dropped conditions (the masks of
-`vasa_jax.diffusion.conditioning`) are replaced by learned null embeddings: per token for gaze,
-distance and emotion, per frame for audio (dropped audio or `audio_valid` False), and for the
-whole previous block when drop_previous.
+where a previous token is proj(X_pre) + proj(A_pre) and a current token is proj(X^t) + proj(A)
++ the time token; a learned position embedding is added per slot. A pre-LN transformer encoder
+runs over all tokens and the prediction is read from the W current tokens. Dropped conditions
+(the masks of `vasa_jax.diffusion.conditioning`) are replaced by learned null embeddings: per
+token for gaze, distance and emotion, per frame for audio (dropped audio or `audio_valid`
+False), and for the whole previous block when drop_previous. With `carry_previous` the
+prediction is the network's output plus a learned carry [W, M] (initialised to 1) times the last
+previous frame X_pre[:, -1] (unless drop_previous): a linear skip from the frame the window
+continues, which each output frame and motion dimension keeps as much of as training finds
+useful.
 
 Parameters carry logical axis names ("embed", "mlp", "heads", and "layers" for the stacked
 layer axis when `scan_layers`) for `config.sharding_rules`. Computation runs in `dtype`,
@@ -145,6 +149,9 @@ class MotionDiT(nn.Module):
   num_heads: int = 8  # attention heads (VASA-1: 8)
   mlp_dim: int = 2048  # hidden units of each block's MLP
   dropout: float = 0.0  # dropout rate inside the blocks (active when not deterministic)
+  # Add a learned carry [W, M] times the last previous frame X_pre[:, -1] to the prediction (when
+  # the previous block is not dropped): a direct path from the frame the window continues.
+  carry_previous: bool = True
   remat: bool = False  # rematerialise each block in the backward pass (saves activation memory)
   scan_layers: bool = False  # run the blocks with `nn.scan` (parameters stacked on a layer axis)
   dtype: Dtype = jnp.float32  # compute dtype
@@ -158,7 +165,8 @@ class MotionDiT(nn.Module):
         emotion_dim=model_config.emotion_dim, window=model_config.window,
         num_previous=model_config.num_previous, num_layers=model_config.num_layers,
         embed_dim=model_config.embed_dim, num_heads=model_config.num_heads,
-        mlp_dim=model_config.mlp_dim, dropout=model_config.dropout, remat=model_config.remat,
+        mlp_dim=model_config.mlp_dim, dropout=model_config.dropout,
+        carry_previous=model_config.carry_previous, remat=model_config.remat,
         scan_layers=model_config.scan, dtype=jnp.dtype(model_config.dtype),
         param_dtype=jnp.float32)
 
@@ -266,14 +274,25 @@ class MotionDiT(nn.Module):
     current_tokens = self._project(noisy_motion, "motion_projection") + audio_tokens
 
     condition_tokens = jnp.stack([gaze_token, distance_token, emotion_token, time_token], axis=1)
+    # The time also reaches every current token directly, not only through attention to its
+    # token: with the token alone the tiny model barely used X_pre (see configs/motion.py).
+    current_tokens = current_tokens + time_token[:, None, :]  # [B, W, D]
     tokens = jnp.concatenate([condition_tokens, previous_tokens, current_tokens], axis=1)
     num_tokens = NUM_CONDITION_TOKENS + self.num_previous + self.window
     tokens = tokens + self._embedding("position_embedding", (num_tokens, self.embed_dim))
     tokens = self._blocks(tokens, deterministic)  # [B, L, D]
 
     current = layer_norm(tokens[:, -self.window:], jnp.float32, self.param_dtype, "output_norm")
-    return _dense(self.motion_dim, ("embed", None), jnp.float32, self.param_dtype,
-                  "output_projection")(current)  # [B, W, M]
+    prediction = _dense(self.motion_dim, ("embed", None), jnp.float32, self.param_dtype,
+                        "output_projection")(current)  # [B, W, M]
+    if self.carry_previous:
+      anchor = jnp.where(mask("drop_previous")[:, None], 0.0,
+                         previous_motion[:, -1].astype(jnp.float32))  # [B, M]
+      carry = self.param("previous_carry", nn.with_logical_partitioning(
+          nn.initializers.ones_init(), (None, None)), (self.window, self.motion_dim),
+          self.param_dtype)  # [W, M]: the share of the last previous frame each output keeps
+      prediction = prediction + carry.astype(jnp.float32) * anchor[:, None, :]
+    return prediction
 
 
 def make_denoise_fn(model: MotionDiT, variables: Any) -> Callable[..., jax.Array]:
