@@ -65,6 +65,24 @@ def test_x0_loss_excludes_masked_frames():
   assert float(schedules.x0_loss(predicted, x0, jnp.zeros((2, 3), bool))) == 0.0
 
 
+def test_velocity_loss_scores_the_steps_and_the_step_into_the_window():
+  x0 = jax.random.normal(rbg_key(4), (2, 6, 3))
+  both, neither = jnp.array([True, True]), jnp.array([False, False])
+  # A constant offset keeps every step inside the window; only the step out of X_pre changes.
+  shifted = x0 + 0.5
+  np.testing.assert_allclose(schedules.velocity_loss(shifted, x0, neither), 0.0,
+                             atol=1e-7)
+  np.testing.assert_allclose(schedules.velocity_loss(shifted, x0, both), 0.25 / 6,
+                             rtol=1e-5)
+  # Alternating +-e jitter: every inside step is off by 2e; the entry step by e.
+  jitter = x0 + 0.1 * (-1.0) ** jnp.arange(6)[None, :, None]
+  np.testing.assert_allclose(schedules.velocity_loss(jitter, x0, neither), 0.04,
+                             rtol=1e-5)
+  np.testing.assert_allclose(schedules.velocity_loss(jitter, x0, both),
+                             (5 * 0.04 + 0.01) / 6, rtol=1e-5)
+  assert schedules.velocity_loss(x0, x0, both) == 0.0
+
+
 def test_condition_dropout_probabilities_and_audio_truncation():
   draws, window, max_truncation = 20000, 10, 4
   probabilities = dict(conditioning.DEFAULT_PROBABILITIES, truncate_audio=0.3)

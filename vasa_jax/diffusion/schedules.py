@@ -81,3 +81,19 @@ def x0_loss(predicted_x0: jax.Array, x0: jax.Array,
   total = jnp.sum(squared_error * weights)
   count = jnp.sum(weights) * squared_error.shape[-1]
   return total / jnp.maximum(count, 1.0)
+
+
+def velocity_loss(predicted_x0: jax.Array, x0: jax.Array, has_previous: jax.Array) -> jax.Array:
+  """Mean squared error of the frame-to-frame steps, the step into the window included.
+
+  predicted_x0, x0 [B, W, M]; has_previous [B] bool: whether the window continues a given frame
+  (X_pre's last), whose step into the window then counts too; its error is the first frame's
+  error, since the given frame is exact. Returns a float32 scalar.
+  """
+  predicted_x0, x0 = predicted_x0.astype(jnp.float32), x0.astype(jnp.float32)
+  inside = jnp.mean(jnp.square(jnp.diff(predicted_x0, axis=1) - jnp.diff(x0, axis=1)),
+                    axis=(1, 2))  # [B]
+  entry = jnp.mean(jnp.square(predicted_x0[:, 0] - x0[:, 0]), axis=-1)  # [B]
+  steps = x0.shape[1] - 1
+  weights = has_previous.astype(jnp.float32)
+  return jnp.mean((inside * steps + entry * weights) / (steps + weights))

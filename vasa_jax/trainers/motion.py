@@ -10,8 +10,9 @@ distance are standardised by statistics of the training split (computed when the
 initialised and checkpointed with it, so the sampler undoes the same normalisation); emotion
 coefficients go in as they are. A diffusion time t is drawn uniformly from [0, T), X^t =
 q_sample(X^0, t, noise), conditions are dropped at the config's rates (classifier-free guidance)
-and `MotionDiT` predicts X^0 under an MSE loss. AdamW with global-norm clipping and a linear
-warm-up into a cosine decay updates the parameters; an EMA of them is what evaluation and
+and `MotionDiT` predicts X^0 under an MSE loss, plus `config.diffusion.velocity_loss` times the
+MSE of its frame-to-frame steps (`schedules.velocity_loss`). AdamW with global-norm clipping and a
+linear warm-up into a cosine decay updates the parameters; an EMA of them is what evaluation and
 sampling use.
 """
 
@@ -209,7 +210,11 @@ def make_train_step(model: motion_dit.MotionDiT, config, optimizer: optax.Gradie
           rngs={"dropout": jax.random.fold_in(rng, RNG_MODEL_DROPOUT)}, **conditions)
       # Every frame counts, also those whose audio the dropout truncated: their motion is real,
       # and the model learns to continue a window without audio.
-      return schedules.x0_loss(predicted, x0)
+      loss = schedules.x0_loss(predicted, x0)
+      if config.diffusion.velocity_loss:
+        loss = loss + config.diffusion.velocity_loss * schedules.velocity_loss(
+            predicted, x0, ~drops["drop_previous"])
+      return loss
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
