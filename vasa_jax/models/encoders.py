@@ -132,8 +132,7 @@ class MotionEncoder(nn.Module):
   z_pose = (yaw, pitch, roll, tx, ty, tz, log_scale), in the conventions of `warping`: each group
   is tanh-bounded by its `max_*` field. The pose head is zero-initialised, so every image starts
   at the identity pose (no rotation, no translation, scale 1). Pose and dynamics have separate
-  backbones, as in
-  MegaPortraits.
+  backbones, as in MegaPortraits.
   """
   dyn_dim: int  # size of z_dyn (paper-size config: 256)
   stage_channels: Sequence[int]  # ResNet stage channels of each backbone

@@ -286,12 +286,12 @@ class MotionDiT(nn.Module):
     prediction = _dense(self.motion_dim, ("embed", None), jnp.float32, self.param_dtype,
                         "output_projection")(current)  # [B, W, M]
     if self.carry_previous:
-      anchor = jnp.where(mask("drop_previous")[:, None], 0.0,
-                         previous_motion[:, -1].astype(jnp.float32))  # [B, M]
+      last_previous = jnp.where(mask("drop_previous")[:, None], 0.0,
+                                previous_motion[:, -1].astype(jnp.float32))  # [B, M]
       carry = self.param("previous_carry", nn.with_logical_partitioning(
           nn.initializers.ones_init(), (None, None)), (self.window, self.motion_dim),
           self.param_dtype)  # [W, M]: the share of the last previous frame each output keeps
-      prediction = prediction + carry.astype(jnp.float32) * anchor[:, None, :]
+      prediction = prediction + carry.astype(jnp.float32) * last_previous[:, None, :]
     return prediction
 
 
