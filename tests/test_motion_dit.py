@@ -33,7 +33,7 @@ def model_config(**fields):
   config = ml_collections.ConfigDict(dict(
       num_layers=2, embed_dim=32, num_heads=4, mlp_dim=64, motion_dim=MOTION, audio_dim=AUDIO,
       emotion_dim=EMOTION, window=WINDOW, num_previous=PREVIOUS, dropout=0.0, dtype="float32",
-      carry_previous=True, remat=False, scan=False))
+      carry_previous=True, entry_blend_frames=0.0, remat=False, scan=False))
   config.update(fields)
   return config
 
@@ -76,8 +76,8 @@ def tiny():
 
 def test_from_config_reads_every_field():
   model = MotionDiT.from_config(model_config(dtype="bfloat16", remat=True, scan=True,
-                                             carry_previous=False))
-  assert not model.carry_previous
+                                             carry_previous=False, entry_blend_frames=1.5))
+  assert not model.carry_previous and model.entry_blend_frames == 1.5
   assert (model.num_layers, model.embed_dim, model.num_heads, model.mlp_dim) == (2, 32, 4, 64)
   assert (model.motion_dim, model.audio_dim, model.emotion_dim) == (MOTION, AUDIO, EMOTION)
   assert (model.window, model.num_previous) == (WINDOW, PREVIOUS)
@@ -154,6 +154,32 @@ def test_previous_carry_adds_the_last_previous_frame(tiny):
   plain = MotionDiT.from_config(model_config(carry_previous=False))
   assert "previous_carry" not in nn.meta.unbox(
       jax.eval_shape(plain.init, rbg_key(), **model_inputs()))["params"]
+
+
+def test_entry_blend_starts_the_window_at_the_previous_frame_plus_a_learned_step():
+  blended = MotionDiT.from_config(model_config(entry_blend_frames=2.0))
+  plain = MotionDiT.from_config(model_config())
+  inputs = model_inputs()
+  params = nn.meta.unbox(blended.init(rbg_key(), **inputs))["params"]
+  own_params = {name: value for name, value in params.items()
+                if name != "entry_step_projection"}
+  last_previous = inputs["previous_motion"][:, -1]  # [B, M]
+  fade = jnp.exp(-jnp.arange(WINDOW) / 2.0)[None, :, None]  # [1, W, 1]
+  drops = {**no_drops(), "drop_previous": jnp.array([False, True])}
+  predicted = blended.apply({"params": params}, drops=drops, **inputs)
+  own = plain.apply({"params": own_params}, drops=drops, **inputs)
+  # The entry step is zero-initialised: an untrained window starts exactly at X_pre's last frame,
+  # and the offset from the window's own prediction fades over the window.
+  np.testing.assert_allclose(predicted[0, 0], last_previous[0], atol=1e-5)
+  np.testing.assert_allclose(predicted[0], own[0] + fade[0] * (last_previous[0] - own[0, 0]),
+                             atol=1e-5)
+  # Without a previous window there is nothing to continue: the window's own prediction.
+  np.testing.assert_allclose(predicted[1], own[1], atol=1e-6)
+  # A learned step moves the first frame by exactly that step.
+  step = jnp.linspace(-0.5, 0.5, MOTION)
+  stepped = dict(params, entry_step_projection=dict(params["entry_step_projection"], bias=step))
+  np.testing.assert_allclose(blended.apply({"params": stepped}, drops=drops, **inputs)[0, 0],
+                             last_previous[0] + step, atol=1e-5)
 
 
 def test_invalid_trailing_audio_frames_are_ignored(tiny):

@@ -14,7 +14,11 @@ False), and for the whole previous block when drop_previous. With `carry_previou
 prediction is the network's output plus a learned carry [W, M] (initialised to 1) times the last
 previous frame X_pre[:, -1] (unless drop_previous): a linear skip from the frame the window
 continues, which each output frame and motion dimension keeps as much of as training finds
-useful.
+useful. With `entry_blend_frames` > 0 (and X_pre given) the window is joined onto X_pre: its
+first frame is X_pre[:, -1] plus a step predicted from the first frame's token (zero at
+initialisation), and the offset between that and the window's own first frame is added to every
+frame i faded by exp(-i / entry_blend_frames), so that the window keeps its own course after a
+few frames.
 
 Parameters carry logical axis names ("embed", "mlp", "heads", and "layers" for the stacked
 layer axis when `scan_layers`) for `config.sharding_rules`. Computation runs in `dtype`,
@@ -152,6 +156,9 @@ class MotionDiT(nn.Module):
   # Add a learned carry [W, M] times the last previous frame X_pre[:, -1] to the prediction (when
   # the previous block is not dropped): a direct path from the frame the window continues.
   carry_previous: bool = True
+  # > 0: the first frame is X_pre's last plus a predicted step, and the offset between that and
+  # the window's own prediction fades over the window as exp(-i / entry_blend_frames) (frames).
+  entry_blend_frames: float = 0.0
   remat: bool = False  # rematerialise each block in the backward pass (saves activation memory)
   scan_layers: bool = False  # run the blocks with `nn.scan` (parameters stacked on a layer axis)
   dtype: Dtype = jnp.float32  # compute dtype
@@ -166,7 +173,8 @@ class MotionDiT(nn.Module):
         num_previous=model_config.num_previous, num_layers=model_config.num_layers,
         embed_dim=model_config.embed_dim, num_heads=model_config.num_heads,
         mlp_dim=model_config.mlp_dim, dropout=model_config.dropout,
-        carry_previous=model_config.carry_previous, remat=model_config.remat,
+        carry_previous=model_config.carry_previous,
+        entry_blend_frames=model_config.entry_blend_frames, remat=model_config.remat,
         scan_layers=model_config.scan, dtype=jnp.dtype(model_config.dtype),
         param_dtype=jnp.float32)
 
@@ -292,6 +300,16 @@ class MotionDiT(nn.Module):
           nn.initializers.ones_init(), (None, None)), (self.window, self.motion_dim),
           self.param_dtype)  # [W, M]: the share of the last previous frame each output keeps
       prediction = prediction + carry.astype(jnp.float32) * last_previous[:, None, :]
+    if self.entry_blend_frames > 0:
+      entry_step = nn.Dense(  # [B, M]; zero-initialised: a window starts by holding X_pre's last
+          self.motion_dim, dtype=jnp.float32, param_dtype=self.param_dtype,
+          kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed", None)),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
+          name="entry_step_projection")(current[:, 0])
+      offset = previous_motion[:, -1].astype(jnp.float32) + entry_step - prediction[:, 0]
+      offset = jnp.where(mask("drop_previous")[:, None], 0.0, offset)  # [B, M]
+      fade = jnp.exp(-jnp.arange(self.window, dtype=jnp.float32) / self.entry_blend_frames)
+      prediction = prediction + fade[None, :, None] * offset[:, None, :]
     return prediction
 
 
