@@ -137,6 +137,21 @@ def test_tiny_model_overfits_a_batch(motion_data):
   assert last < first / 10
 
 
+def test_train_step_adds_the_velocity_term_with_its_weight(motion_data):
+  """The loss is the x0 loss plus velocity_loss times a positive term (same state, batch, rng)."""
+  losses = {}
+  for weight in (0.0, 1.0, 2.5):
+    config = tiny_config(motion_data[0])
+    config.diffusion.velocity_loss = weight
+    task = motion.make_task(config)
+    _, metrics = jax.jit(task.train_step)(initial_state(task, config), next(task.train_iterator),
+                                          loop.root_rng(config), None)
+    losses[weight] = float(metrics["loss"])
+  velocity_term = losses[1.0] - losses[0.0]
+  assert velocity_term > 1e-4
+  np.testing.assert_allclose(losses[2.5] - losses[0.0], 2.5 * velocity_term, rtol=1e-4)
+
+
 def test_one_step_same_on_one_and_eight_devices(motion_data, tiny_train_step):
   config = tiny_config(motion_data[0])
   task = motion.make_task(config)
