@@ -32,3 +32,20 @@ def test_expression_l1_compares_the_first_entries_of_z_dyn_and_ignores_the_rest(
 def test_expression_l1_refuses_a_z_dyn_too_small_to_carry_the_expression():
   with pytest.raises(ValueError, match="raise model.dyn_dim"):
     latent_losses.expression_l1(jnp.zeros((2, 3)), np.zeros((2, 4), np.float32))
+
+
+def test_cross_correlation_is_the_mean_squared_correlation_and_ignores_scale():
+  # Two centred, orthogonal factor columns over 4 examples.
+  factors = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], np.float32)
+  independent = np.array([[1.0], [-1.0], [-1.0], [1.0]], np.float32)  # orthogonal to both
+  assert float(latent_losses.cross_correlation(jnp.asarray(independent), factors)) < 1e-10
+  # A code that is 3 x factor 0 + 5 (correlation 1 with it, 0 with factor 1) next to the
+  # independent one: correlations [[1, 0], [0, 0]], mean square 1/4, whatever the code's scale.
+  codes = np.concatenate([3.0 * factors[:, :1] + 5.0, independent], axis=1)
+  for scale in (1.0, 0.1):
+    np.testing.assert_allclose(latent_losses.cross_correlation(jnp.asarray(scale * codes),
+                                                               factors), 0.25, rtol=1e-4)
+  # A constant code column has no correlation (and stays finite).
+  constant = np.concatenate([codes, np.full((4, 1), 2.0, np.float32)], axis=1)
+  np.testing.assert_allclose(latent_losses.cross_correlation(jnp.asarray(constant), factors),
+                             1.0 / 6, rtol=1e-4)

@@ -73,6 +73,7 @@ def test_paper_size_init_and_train_step_trace():
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   assert {"loss/l1", "loss/vgg", "loss/face", "loss/identity", "loss/cycle",
           "loss/pairwise_l1", "loss/head_pose", "loss/expression", "loss/transfer_cycle",
+          "loss/pose_decorrelation",
           "loss/adversarial", "loss/feature_matching",
           "loss/discriminator"} <= set(metrics)
 
@@ -101,7 +102,7 @@ def test_cosface_loss_rewards_matching_descriptors():
 
 def test_tiny_model_overfits_a_handful_of_frames(synthtalk_dir):
   config = tiny_config(synthtalk_dir)
-  for term in ("adversarial", "feature_matching", "cycle"):
+  for term in ("adversarial", "feature_matching", "cycle", "pose_decorrelation"):
     config.loss[term] = 0.0
   config.optimizer.learning_rate = 3e-3
   config.optimizer.final_learning_rate = 3e-3

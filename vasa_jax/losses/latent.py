@@ -57,6 +57,22 @@ def expression_l1(z_dyn: jax.Array, expression: jax.Array) -> jax.Array:
   return jnp.mean(jnp.abs(z_dyn[:, :size].astype(jnp.float32) - expression.astype(jnp.float32)))
 
 
+def cross_correlation(codes: jax.Array, factors: jax.Array) -> jax.Array:
+  """Mean squared Pearson correlation, over the batch, between every code entry and factor.
+
+  A decorrelation penalty in the spirit of XCov (Cheung et al. 2015, which penalises the
+  cross-covariance of two latent groups); correlations rather than covariances, so shrinking
+  the codes does not lower it. codes [N, C], factors [N, F] (stop their gradient where they
+  must not move). Constant columns contribute 0. Returns a float32 scalar.
+  """
+  def standardise(values):
+    values = values.astype(jnp.float32)
+    centred = values - jnp.mean(values, axis=0, keepdims=True)
+    return centred / jnp.sqrt(jnp.mean(jnp.square(centred), axis=0, keepdims=True) + 1e-8)
+  correlation = standardise(codes).T @ standardise(factors) / codes.shape[0]  # [C, F]
+  return jnp.mean(jnp.square(correlation))
+
+
 def psnr(prediction: jax.Array, target: jax.Array) -> jax.Array:
   """Peak signal-to-noise ratio (dB) per image of [B, H, W, C] images in [-1, 1] -> [B]."""
   error = jnp.mean(jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32)),

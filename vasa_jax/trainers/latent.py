@@ -50,6 +50,7 @@ TERM_NETWORK = {
     "l1": None, "vgg": "vgg19", "face": "arcface", "adversarial": None,
     "feature_matching": None, "cycle": None, "pairwise_l1": None, "pairwise_vgg": "vgg19",
     "identity": "arcface", "head_pose": None, "expression": None, "transfer_cycle": None,
+    "pose_decorrelation": None,
 }
 
 
@@ -171,6 +172,11 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
     terms["head_pose"] = latent_losses.head_pose_l1(outputs["z_pose"], images["head_pose"])
   if weights["expression"]:
     terms["expression"] = latent_losses.expression_l1(outputs["z_dyn"], images["expression"])
+  if weights["pose_decorrelation"]:
+    # z_dyn's free entries (all but the expression-supervised ones) against the head pose code.
+    num_supervised = images["expression"].shape[-1] if weights["expression"] else 0
+    terms["pose_decorrelation"] = latent_losses.cross_correlation(
+        outputs["z_dyn"][:, num_supervised:], jax.lax.stop_gradient(outputs["z_pose"]))
   if weights["vgg"] or weights["pairwise_vgg"]:
     terms["vgg"] = perceptual.vgg_perceptual_loss(frozen["vgg19"], reenacted, driver,
                                                   model=networks.vgg)
