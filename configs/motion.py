@@ -80,10 +80,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # > 0: with X_pre given, a window's first frame is X_pre's last frame plus a predicted step (a
   # zero-initialised projection of the first frame's token), and the offset between it and the
   # window's own first frame fades as exp(-i / entry_blend_frames) over frames i. Our choice
-  # (the paper is silent): with the carry alone the first frame jumped 3.6x the within-window
-  # step; with this, 0.65x (0.111 vs 0.169; real 0.145), mouth and gaze as good or better
-  # (screens of 2026-12-02, README). Reading every frame's output as a step (cumulative sum)
-  # joined the windows too but lost the mouth (correlation 0.06).
+  # (the paper is silent): in the stage-2 check with the same stage 1 (README) the step into a
+  # window fell from 0.483 to 0.102 (within windows 0.170, real motion 0.155), mouth
+  # correlation 0.694 (0.706 before), gaze error 4.88 degrees (5.08). Reading every frame's
+  # output as a step (cumulative sum) joined the windows too but lost the mouth (correlation
+  # 0.06 in a screen).
   config.model.entry_blend_frames = 3.0
   config.model.remat = False  # recompute each layer's activations in the backward pass
   config.model.scan = not tiny  # stack the layers with nn.scan (one compiled layer)
