@@ -49,11 +49,12 @@ EMBEDDING_INIT_STD = 0.02
 
 
 def _dense(features: int, kernel_axes: tuple[Optional[str], Optional[str]], dtype: Dtype,
-           param_dtype: Dtype, name: str) -> nn.Dense:
+           param_dtype: Dtype, name: str,
+           kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()) -> nn.Dense:
   """Dense layer whose kernel [in, out] and bias [out] carry logical axis names."""
   return nn.Dense(
       features, dtype=dtype, param_dtype=param_dtype,
-      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), kernel_axes),
+      kernel_init=nn.with_logical_partitioning(kernel_init, kernel_axes),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (kernel_axes[1],)),
       name=name)
 
@@ -272,7 +273,8 @@ class MotionDiT(nn.Module):
 
     previous_tokens = (self._project(previous_motion, "previous_motion_projection")
                        + self._project(previous_audio, "previous_audio_projection"))  # [B, K, D]
-    previous_tokens = jnp.where(mask("drop_previous")[:, None, None],
+    previous_dropped = mask("drop_previous")  # [B]
+    previous_tokens = jnp.where(previous_dropped[:, None, None],
                                 self._embedding("null_previous", (self.embed_dim,)),
                                 previous_tokens)
 
@@ -293,21 +295,20 @@ class MotionDiT(nn.Module):
     current = layer_norm(tokens[:, -self.window:], jnp.float32, self.param_dtype, "output_norm")
     prediction = _dense(self.motion_dim, ("embed", None), jnp.float32, self.param_dtype,
                         "output_projection")(current)  # [B, W, M]
+    last_previous = previous_motion[:, -1].astype(jnp.float32)  # [B, M]
     if self.carry_previous:
-      last_previous = jnp.where(mask("drop_previous")[:, None], 0.0,
-                                previous_motion[:, -1].astype(jnp.float32))  # [B, M]
       carry = self.param("previous_carry", nn.with_logical_partitioning(
           nn.initializers.ones_init(), (None, None)), (self.window, self.motion_dim),
           self.param_dtype)  # [W, M]: the share of the last previous frame each output keeps
-      prediction = prediction + carry.astype(jnp.float32) * last_previous[:, None, :]
+      carried = jnp.where(previous_dropped[:, None], 0.0, last_previous)  # [B, M]
+      prediction = prediction + carry.astype(jnp.float32) * carried[:, None, :]
     if self.entry_blend_frames > 0:
-      entry_step = nn.Dense(  # [B, M]; zero-initialised: a window starts by holding X_pre's last
-          self.motion_dim, dtype=jnp.float32, param_dtype=self.param_dtype,
-          kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed", None)),
-          bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
-          name="entry_step_projection")(current[:, 0])
-      offset = previous_motion[:, -1].astype(jnp.float32) + entry_step - prediction[:, 0]
-      offset = jnp.where(mask("drop_previous")[:, None], 0.0, offset)  # [B, M]
+      # Zero-initialised: an untrained window starts by holding X_pre's last frame.
+      entry_step = _dense(self.motion_dim, ("embed", None), jnp.float32, self.param_dtype,
+                          "entry_step_projection", nn.initializers.zeros_init())(
+                              current[:, 0])  # [B, M]
+      offset = last_previous + entry_step - prediction[:, 0]
+      offset = jnp.where(previous_dropped[:, None], 0.0, offset)  # [B, M]
       fade = jnp.exp(-jnp.arange(self.window, dtype=jnp.float32) / self.entry_blend_frames)
       prediction = prediction + fade[None, :, None] * offset[:, None, :]
     return prediction
