@@ -92,6 +92,7 @@ MODEL_INDICES, MODEL_POINTS_MM, MODEL_WEIGHTS = _build_mean_face()
 
 RIGHT_EYE = np.arange(36, 42)  # the subject's right eye (image left when frontal)
 LEFT_EYE = np.arange(42, 48)
+MOUTH_INDICES = np.arange(48, 68)  # outer and inner lip contours
 MOUTH_CORNERS = np.array([48, 54])  # outer lip corners
 # Inner-lip landmark pairs facing each other across the mouth opening (upper, lower).
 INNER_LIP_PAIRS = np.array([[61, 67], [62, 66], [63, 65]])

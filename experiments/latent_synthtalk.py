@@ -5,8 +5,9 @@
 1. Generates a SynthTalk set (64 px, 120 speakers x 2 clips, a fifth of the speakers held out)
    and trains `configs/latent.py:small` (`--variant=tiny` for the smaller model) on its train
    speakers with that config's recipe (4,000 steps, GAN terms off) on one CPU device; the cosine
-   learning-rate schedule ends at `--max_steps` (`--minutes` caps the time). No pretrained
-   networks exist here, so the perceptual and identity terms are off.
+   learning-rate schedule ends at `--max_steps` (`--minutes` caps the time; `--set
+   loss.region_l1=0` and the like change a config field, for screens). No pretrained networks
+   exist here, so the perceptual and identity terms are off.
 2. Takes pairs of frames A (identity X) and B (the same speaker, or another speaker Y), either on
    held-out speakers (never seen in training) or on training speakers posed and animated by the
    factors of held-out clips (unseen frames of seen faces), and compares the model with
@@ -26,6 +27,7 @@ Writes `latent_synthtalk.json`, an example grid `latent_synthtalk.png` and the w
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import time
@@ -193,6 +195,9 @@ def main():
   parser.add_argument("--clips_per_speaker", type=int, default=2)
   parser.add_argument("--num_pairs", type=int, default=128)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="Overrides a config field (Python literal), e.g. "
+                      "--set loss.region_l1=10; repeatable.")
   args = parser.parse_args()
   os.makedirs(args.workdir, exist_ok=True)
   data_dir = os.path.join(args.workdir, "synthtalk")
@@ -206,6 +211,15 @@ def main():
   config.seed = args.seed
   config.total_steps = args.max_steps or config.total_steps
   config.eval_every_steps = 0
+  for override in args.set:
+    field, _, value = override.partition("=")
+    parent = config
+    *path, leaf = field.split(".")
+    for name in path:
+      parent = parent[name]
+    if leaf not in parent:
+      raise ValueError(f"--set {override!r}: the config has no field {field!r}")
+    parent[leaf] = ast.literal_eval(value)
   params, history = train(config, args.minutes, config.total_steps)
   with open(os.path.join(args.workdir, "ema_params.msgpack"), "wb") as f:
     f.write(flax.serialization.to_bytes(params))
@@ -214,7 +228,7 @@ def main():
                             evaluation_pairs(test_clips, test_clips, args.num_pairs, args.seed))
   seen, _ = evaluate(config, params,
                      evaluation_pairs(train_clips, test_clips, args.num_pairs, args.seed))
-  report = {"config": f"configs/latent.py:{args.variant}",
+  report = {"config": f"configs/latent.py:{args.variant}", "overrides": args.set,
             "gan_terms": bool(config.loss.adversarial or config.loss.feature_matching),
             "head_pose_weight": config.loss.head_pose,
             "steps": history[-1]["step"] if history else 0,

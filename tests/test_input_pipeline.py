@@ -42,6 +42,8 @@ def test_stage1_batch_shapes_and_dtypes(data_dir):
     assert batch[f"{name}_head_pose"].shape == (4, 3)
     assert batch[f"{name}_gaze"].shape == (4, 2)
   assert batch["speaker"].shape == (4,)
+  assert batch["driver_region_mask"].shape == (4, 16, 16)
+  assert batch["driver_region_mask"].dtype == np.uint8
 
 
 def test_stage1_same_seed_same_batches_other_seed_other_batches(data_dir):
@@ -245,3 +247,38 @@ def test_stage1_expression_is_flip_invariant_except_the_horizontal_gaze(data_dir
       plain["source_expression"][:, 3],
       np.deg2rad(-plain["source_head_pose"][:, 0] - plain["source_head_pose"][:, 1]),
       rtol=1e-5)
+
+
+def test_face_region_mask_covers_mouth_and_eyes_only():
+  from data_prep import head_geometry
+  from data_prep import synthtalk_render as render_lib
+  identity = render_lib.sample_identity(np.random.default_rng(1))
+  _, landmarks = render_lib.render_with_landmarks(identity, {"yaw": 10.0, "mouth_open": 1.0}, 64)
+  mask = input_pipeline.face_region_mask(landmarks, 64)
+  assert mask.shape == (64, 64) and mask.dtype == np.uint8
+  for indices in (head_geometry.MOUTH_INDICES, head_geometry.RIGHT_EYE, head_geometry.LEFT_EYE):
+    columns, rows = np.floor(landmarks[indices]).astype(int).T
+    assert np.all(mask[rows, columns] == 1)
+  nose_tip = np.floor(landmarks[30]).astype(int)
+  assert mask[nose_tip[1], nose_tip[0]] == 0
+  assert mask[:, :8].sum() == 0 and mask[:12].sum() == 0  # background and forehead
+  assert 0.05 < mask.mean() < 0.3
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_augmented_points_follow_the_augmented_image(flip):
+  """`_augment_points` moves a point where `_apply_augmentation` moves its pixels."""
+  size = 64
+  image = np.zeros((size, size, 3), np.uint8)
+  image[29:32, 19:22] = 255  # a 3 x 3 blob centred on (x, y) = (20.5, 30.5)
+  aug = {"flip": flip, "brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "scale": 1.06,
+         "shift_x": 0.04, "shift_y": -0.03}
+  augmented, _, _ = input_pipeline._apply_augmentation(  # pylint: disable=protected-access
+      image, np.zeros(3, np.float32), np.zeros(2, np.float32), aug)
+  weights = augmented[..., 0].astype(np.float64)
+  rows, columns = np.mgrid[:size, :size] + 0.5
+  centroid = [np.sum(weights * columns) / weights.sum(), np.sum(weights * rows) / weights.sum()]
+  moved = input_pipeline._augment_points(  # pylint: disable=protected-access
+      np.array([[20.5, 30.5]]), size, aug)[0]
+  np.testing.assert_allclose(moved, centroid, atol=0.3)
+  assert np.linalg.norm(moved - [20.5, 30.5]) > 1.0  # the augmentation did move it

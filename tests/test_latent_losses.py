@@ -49,3 +49,20 @@ def test_cross_correlation_is_the_mean_squared_correlation_and_ignores_scale():
   constant = np.concatenate([codes, np.full((4, 1), 2.0, np.float32)], axis=1)
   np.testing.assert_allclose(latent_losses.cross_correlation(jnp.asarray(constant), factors),
                              1.0 / 6, rtol=1e-4)
+
+
+def test_masked_l1_averages_only_the_masked_pixels():
+  rng = np.random.default_rng(0)
+  prediction, target = rng.normal(size=(2, 2, 8, 8, 3)).astype(np.float32)
+  mask = np.zeros((2, 8, 8), np.uint8)
+  mask[0, 2:5, 3:6] = 1
+  mask[1, 7, 0] = 1
+  selected = np.abs(prediction - target)[mask.astype(bool)]  # [pixels, 3]
+  np.testing.assert_allclose(latent_losses.masked_l1(prediction, target, mask), selected.mean(),
+                             rtol=1e-6)
+  # Pixels outside the mask do not count; an empty mask gives 0.
+  changed = prediction.copy()
+  changed[~mask.astype(bool)] += 5.0
+  np.testing.assert_allclose(latent_losses.masked_l1(changed, target, mask), selected.mean(),
+                             rtol=1e-6)
+  assert float(latent_losses.masked_l1(prediction, target, np.zeros_like(mask))) == 0.0

@@ -50,6 +50,7 @@ def test_paper_size_init_and_train_step_trace():
   # Trace every term: the perceptual networks get abstract variables (no weight files needed).
   config.pretrained.vgg19 = "abstract"
   config.pretrained.arcface = "abstract"
+  config.loss.region_l1 = 10.0  # off by default at paper size; traced here with the rest
   networks = latent.Networks.from_config(config)
   weights = latent.loss_weights(config)
   assert all(weights[term] > 0 for term in latent.TERM_NETWORK)
@@ -66,6 +67,7 @@ def test_paper_size_init_and_train_step_trace():
     batch[f"{name}_head_pose"] = jax.ShapeDtypeStruct((2, 3), jnp.float32)
     batch[f"{name}_expression"] = jax.ShapeDtypeStruct((2, input_pipeline.EXPRESSION_SIZE),
                                                        jnp.float32)
+  batch["driver_region_mask"] = jax.ShapeDtypeStruct((2, 512, 512), jnp.uint8)
   frozen = {"vgg19": pretrained.abstract_variables(networks.vgg),
             "arcface": pretrained.abstract_variables(networks.arcface)}
   train_step = latent.make_train_step(networks, config, weights, generator_tx, discriminator_tx)
@@ -73,7 +75,7 @@ def test_paper_size_init_and_train_step_trace():
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   assert {"loss/l1", "loss/vgg", "loss/face", "loss/identity", "loss/cycle",
           "loss/pairwise_l1", "loss/head_pose", "loss/expression", "loss/transfer_cycle",
-          "loss/pose_decorrelation",
+          "loss/pose_decorrelation", "loss/region_l1",
           "loss/adversarial", "loss/feature_matching",
           "loss/discriminator"} <= set(metrics)
 

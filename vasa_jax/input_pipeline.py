@@ -156,12 +156,18 @@ class Stage1Sampler:
       image = decode_frame(rec["frames"][frame], self.image_size)
       head_pose = rec["annotations"]["head_pose"][frame].astype(np.float32)  # [3]
       gaze = rec["annotations"]["gaze"][frame].astype(np.float32)  # [2]
+      landmarks = rec["annotations"]["landmarks"][frame]  # [68, 2] crop pixels
+      if name == "driver":
+        # Landmarks in the model image's pixels, then moved with the crop's zoom, shift and flip.
+        stored_size = Image.open(io.BytesIO(rec["frames"][frame])).size[0]
+        example["driver_region_mask"] = face_region_mask(_augment_points(
+            landmarks * (self.image_size / stored_size), self.image_size, aug), self.image_size)
       image, head_pose, gaze = _apply_augmentation(image, head_pose, gaze, aug)
       example[f"{name}_image"] = image  # [S, S, 3] uint8
       example[f"{name}_head_pose"] = head_pose  # [3] yaw, pitch, roll degrees
       example[f"{name}_gaze"] = gaze  # [2] theta, phi degrees
       example[f"{name}_expression"] = expression_measures(  # [EXPRESSION_SIZE]
-          rec["annotations"]["landmarks"][frame], head_pose, gaze)
+          landmarks, head_pose, gaze)
     example["speaker"] = np.int32(self.reader.index.speaker_ids[record_index])
     example["cross_identity_speaker"] = np.int32(self.reader.index.speaker_ids[other_index])
     return example
@@ -184,6 +190,38 @@ def expression_measures(landmarks: np.ndarray, head_pose: np.ndarray,
   gaze_in_head = np.deg2rad(gaze - head_pose[:2])
   return np.array([head_geometry.mouth_aspect_ratio(landmarks),
                    head_geometry.eye_aspect_ratio(landmarks), *gaze_in_head], np.float32)
+
+
+def face_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [size, size] mask, 1 over the mouth and the two eyes of `landmarks` ([68, 2] pixels).
+
+  Each region is a box around its landmarks' centre: the mouth's half-sides are 0.6 x its
+  corner-to-corner width (room for a wide-open jaw), an eye's are 0.75 x (across) and 0.5 x
+  (up and down) its corner-to-corner width, so the lids and the brow edge are inside.
+  """
+  centres_x = np.arange(size) + 0.5
+  inside = np.zeros((size, size), bool)
+  for points, half_width, half_height in (
+      (landmarks[head_geometry.MOUTH_INDICES], 0.6, 0.6),
+      (landmarks[head_geometry.RIGHT_EYE], 0.75, 0.5),
+      (landmarks[head_geometry.LEFT_EYE], 0.75, 0.5)):
+    centre = points.mean(axis=0)
+    extent = np.ptp(points[:, 0]) + 1.0  # corner-to-corner width in pixels (at least 1)
+    in_x = np.abs(centres_x - centre[0]) <= half_width * extent  # [S]
+    in_y = np.abs(centres_x - centre[1]) <= half_height * extent  # [S]
+    inside |= in_y[:, None] & in_x[None, :]
+  return inside.astype(np.uint8)
+
+
+def _augment_points(points: np.ndarray, size: int, aug: dict[str, float]) -> np.ndarray:
+  """Pixel coordinates [N, 2] moved as `_apply_augmentation` moves the image's pixels."""
+  points = np.asarray(points, np.float64)
+  if aug["scale"] != 1.0 or aug["shift_x"] or aug["shift_y"]:
+    centre = np.array([size / 2 + aug["shift_x"] * size, size / 2 + aug["shift_y"] * size])
+    points = (points - centre) * aug["scale"] + size / 2  # the crop box of side size / scale
+  if aug["flip"]:
+    points = np.stack([size - points[:, 0], points[:, 1]], axis=-1)
+  return points
 
 
 def _sample_augmentation(aug: Augmentation, rng: np.random.Generator) -> dict[str, float]:

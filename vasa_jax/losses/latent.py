@@ -14,6 +14,17 @@ def l1(prediction: jax.Array, target: jax.Array) -> jax.Array:
   return jnp.mean(jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32)))
 
 
+def masked_l1(prediction: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean absolute difference over the pixels where `mask` [B, S, S] is 1, float32 scalar.
+
+  Images are [B, S, S, C]; a batch whose masks are all 0 gives 0.
+  """
+  difference = jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32))
+  weights = mask.astype(jnp.float32)[..., None]  # [B, S, S, 1]
+  return jnp.sum(difference * weights) / jnp.maximum(
+      jnp.sum(weights) * difference.shape[-1], 1.0)
+
+
 def cosface_loss(anchors: jax.Array, positives: jax.Array, scale: float,
                  margin: float) -> jax.Array:
   """MegaPortraits' cycle-consistency loss on motion descriptors, in CosFace form.

@@ -43,11 +43,15 @@ class FaceAutoencoder(nn.Module):
   canonical_network: generators.CanonicalUNet  # G3D
   decoder: generators.Decoder2D  # G2D
   warp_padding: str = "border"  # padding of the trilinear warps: "border" or "zeros"
+  # G2D's residual blocks normalise adaptively on z_dyn (besides the warp, a direct path from the
+  # dynamics code to the rendered mouth and eyes); MegaPortraits' G2D sees only the volume.
+  decoder_sees_dyn: bool = False
 
   @classmethod
   def from_config(cls, model_config: ml_collections.ConfigDict) -> "FaceAutoencoder":
     """The autoencoder described by `config.model` (see configs/latent.py)."""
-    return cls(**submodules_from_config(model_config), warp_padding=model_config.warp_padding)
+    return cls(**submodules_from_config(model_config), warp_padding=model_config.warp_padding,
+               decoder_sees_dyn=model_config.decoder.sees_dyn)
 
   def encode_motion(self, image: jax.Array) -> tuple[jax.Array, jax.Array]:
     """[B, S, S, 3] -> (z_pose [B, 7], z_dyn [B, dyn_dim]), float32."""
@@ -84,7 +88,8 @@ class FaceAutoencoder(nn.Module):
     flow = self.canonical_to_driver(z_dyn, z_id)  # [B, D, h, w, 3]
     grid = warping.canonical_to_posed_grid(z_pose, shape=canonical_volume.shape[1:4], flow=flow)
     posed_volume = warping.trilinear_sample(canonical_volume, grid, self.warp_padding)
-    return self.decoder(posed_volume.astype(canonical_volume.dtype))
+    return self.decoder(posed_volume.astype(canonical_volume.dtype),
+                        z_dyn if self.decoder_sees_dyn else None)
 
   def __call__(self, source_image: jax.Array, driver_image: jax.Array) -> dict[str, jax.Array]:
     """Reenacts the source's appearance with the driver's motion (one pass through every part).

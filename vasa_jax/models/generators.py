@@ -12,7 +12,7 @@ Volumes are [B, D, H, W, C]; flows are [B, D, H, W, 3] offsets in normalised (x,
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -131,7 +131,9 @@ class Decoder2D(nn.Module):
 
   Orthographic projection (depth folded into channels, then a 1x1 conv), `residual_blocks` 2D
   residual blocks at the volume resolution, then U = len(upsample_channels) steps of 2x
-  nearest-neighbour upsampling, each followed by a residual block, and a tanh RGB conv.
+  nearest-neighbour upsampling, each followed by a residual block, and a tanh RGB conv. With a
+  `condition` vector (z_dyn) every residual block normalises adaptively on it (zero-initialised
+  modulation: at initialisation the output does not depend on it).
   """
   channels: int  # width after the projection (paper: 512)
   residual_blocks: int  # residual blocks at the volume resolution (paper: 8)
@@ -142,7 +144,9 @@ class Decoder2D(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, posed_volume: jax.Array) -> jax.Array:
+  def __call__(self, posed_volume: jax.Array,
+               condition: Optional[jax.Array] = None) -> jax.Array:
+    # posed_volume [B, D, h, w, C], condition [B, E] or None
     block_class = layers.residual_block_class(layers.ResBlock2D, self.remat)
     batch, depth, height, width, channels = posed_volume.shape
     projected = posed_volume.transpose(0, 2, 3, 1, 4).reshape(
@@ -152,11 +156,11 @@ class Decoder2D(nn.Module):
                              name="projection")(projected.astype(self.dtype))  # [B, h, w, C2]
     for block in range(self.residual_blocks):
       features = block_class(self.channels, self.num_groups, self.dtype, self.param_dtype,
-                             name=f"block{block}")(features)
+                             name=f"block{block}")(features, condition)
     for step, step_channels in enumerate(self.upsample_channels):
       features = layers.upsample(features, (2, 2))
       features = block_class(step_channels, self.num_groups, self.dtype, self.param_dtype,
-                             name=f"upsample{step}")(features)
+                             name=f"upsample{step}")(features, condition)
     features = layers.activation(layers.GroupNorm(
         self.num_groups, self.dtype, self.param_dtype, name="final_norm")(features))
     rgb = layers.Conv2D(3, dtype=jnp.float32, param_dtype=self.param_dtype,

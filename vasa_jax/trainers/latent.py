@@ -9,7 +9,8 @@ speaker, and decodes four images in one batched pass of the decoder:
   pose_transfer      D(V_j, z_id_j, pose_i, dyn_j)  } VASA-1's pairwise transfer loss: both show
   dynamics_transfer  D(V_i, z_id_i, pose_i, dyn_j)  } pose i and dynamics j, so they should agree
   cross_reenacted    D(V_i, z_id_i, pose_d, dyn_d)  -> should keep I_i's identity (ArcFace cosine)
-The rotation part of z_pose is also pulled towards the data's annotated head pose (the
+The reenactment's L1 is also taken over the driver's mouth and eye boxes alone
+(`config.loss.region_l1`), where facial dynamics show. The rotation part of z_pose is also pulled towards the data's annotated head pose (the
 data-preparation tracker's estimate; `config.loss.head_pose`), and the first entries of z_dyn
 towards the expression measured from the tracker's landmarks and gaze (mouth and eye opening,
 gaze in the head; `config.loss.expression`). The motion encoder re-reads `reenacted` and
@@ -50,7 +51,7 @@ TERM_NETWORK = {
     "l1": None, "vgg": "vgg19", "face": "arcface", "adversarial": None,
     "feature_matching": None, "cycle": None, "pairwise_l1": None, "pairwise_vgg": "vgg19",
     "identity": "arcface", "head_pose": None, "expression": None, "transfer_cycle": None,
-    "pose_decorrelation": None,
+    "pose_decorrelation": None, "region_l1": None,
 }
 
 
@@ -168,6 +169,8 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
   terms = {"l1": latent_losses.l1(reenacted, driver),
            "pairwise_l1": latent_losses.l1(outputs["pose_transfer"],
                                            outputs["dynamics_transfer"])}
+  if weights["region_l1"]:
+    terms["region_l1"] = latent_losses.masked_l1(reenacted, driver, images["driver_region_mask"])
   if weights["head_pose"]:
     terms["head_pose"] = latent_losses.head_pose_l1(outputs["z_pose"], images["head_pose"])
   if weights["expression"]:
@@ -256,6 +259,8 @@ def make_train_step(networks: Networks, config, weights: dict[str, float],
     # Their measured expressions, in z_dyn's order: [3B, EXPRESSION_SIZE].
     images["expression"] = jnp.concatenate(
         [batch[f"{name}_expression"] for name in ("source", "driver", "cross_identity")])
+    # Mouth and eye boxes of the driver frame (input_pipeline.face_region_mask): [B, S, S].
+    images["driver_region_mask"] = batch["driver_region_mask"]
     loss_fn = functools.partial(generator_loss, networks, weights, config)
     (total, (terms, outputs)), generator_grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.generator, state.discriminator, frozen, images)
