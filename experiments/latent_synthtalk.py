@@ -16,10 +16,17 @@
      pose transfer      D(V_A, id_A, pose_B, dyn_A)  vs  render(X, pose of B, dynamics of A)
      dynamics transfer  D(V_A, id_A, pose_A, dyn_B)  vs  render(X, pose of A, dynamics of B)
    The no-transfer baseline scores the unswapped reconstruction against the same swapped ground
-   truth: a model that ignores the driver's code gets exactly that.
+   truth: a model that ignores the driver's code gets exactly that. The dynamics oracle scores the
+   reconstruction plus the ground truth's own change (render of the swap minus A): what a model
+   with this reconstruction error would get if it drew the driver's dynamics exactly, so the gap
+   between oracle and baseline is all a dynamics transfer can win. The dynamics scores are also
+   given over the dynamics region alone (the pixels the swap changes in the ground truth,
+   dilated by 2 px), where the expression is not diluted by the rest of the frame.
 3. Identity leakage (cross-speaker pairs): the dynamics transfer should look like X, not Y:
    its PSNR against render(X, pose_A, dyn_B) and against render(Y, pose_A, dyn_B).
-The EMA of the generator's weights (what inference uses) is scored and saved beside the results.
+The EMA of the generator's weights (what inference uses) is scored and saved beside the results;
+`--params=WORKDIR/ema_params.msgpack` re-scores saved weights without training (give the same
+`--variant` and `--set` fields as the run that made them).
 Writes `latent_synthtalk.json`, an example grid `latent_synthtalk.png` and the weights
 `ema_params.msgpack` (flax.serialization) in the workdir.
 """
@@ -31,12 +38,14 @@ import ast
 import json
 import os
 import time
+from typing import Optional, Sequence
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from configs import latent as latent_config
 from data_prep import synthtalk
@@ -45,11 +54,15 @@ from vasa_jax import records
 from vasa_jax.losses import latent as latent_losses
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.trainers import latent
+from vasa_jax.training import checkpoint
 from vasa_jax.training import loop
 from vasa_jax.training import sharding
 
 POSE_FACTORS = ("yaw", "pitch", "roll", "distance", "tx", "ty")
 DYNAMICS_FACTORS = ("mouth_open", "blink", "eye_theta", "eye_phi")
+DYNAMICS_REGION_THRESHOLD = 0.02  # a pixel whose ground truth changes by more (any channel, in
+                                  # [-1, 1] units, ~2.5/255) under the dynamics swap is in the region
+DYNAMICS_REGION_DILATION = 2      # pixels added around the changed ones
 
 
 def train(config, minutes: float, max_steps: int):
@@ -74,6 +87,21 @@ def train(config, minutes: float, max_steps: int):
             f"expression {metrics.get('loss/expression', float('nan')):.4f}  "
             f"psnr {metrics['psnr/reenacted']:.2f} dB", flush=True)
   return state.ema_generator, history
+
+
+def load_params(config, path: str):
+  """EMA weights saved by a previous run (`ema_params.msgpack`), checked against `config`'s model."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--params {path}: no such file")
+  abstract = flax.linen.meta.unbox(autoencoder_lib.abstract_variables(config.model)["params"])
+  with open(path, "rb") as f:
+    try:
+      restored = flax.serialization.msgpack_restore(f.read())
+    except Exception as error:  # msgpack raises several types for a damaged file
+      raise checkpoint.CheckpointError(
+          f"--params {path} is not a flax.serialization msgpack file: {error}") from error
+  checkpoint.check_param_shapes(restored, abstract, f"--params {path}")
+  return restored
 
 
 def split_ground_truth(data_dir: str, split: str) -> list[dict]:
@@ -125,6 +153,38 @@ def render(identity_vector, factors, resolution) -> np.ndarray:
   return image.astype(np.float32) / 127.5 - 1.0  # [R, R, 3] in [-1, 1]
 
 
+def dynamics_region(truth_a: np.ndarray, truth_swap: np.ndarray) -> np.ndarray:
+  """[N, S, S, 1] float mask of the pixels the dynamics swap changes in [N, S, S, 3] truths."""
+  changed = np.abs(truth_swap - truth_a).max(axis=-1) > DYNAMICS_REGION_THRESHOLD  # [N, S, S]
+  dilated = [ndimage.binary_dilation(mask, iterations=DYNAMICS_REGION_DILATION) if mask.any()
+             else mask for mask in changed]
+  return np.stack(dilated).astype(np.float32)[..., None]
+
+
+def masked_psnr(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """PSNR (dB) per image over the pixels where `mask` [N, S, S, 1] is 1 -> [N] (nan if none)."""
+  pixels = mask.sum(axis=(1, 2, 3)) * prediction.shape[-1]
+  error = (np.square(prediction - target) * mask).sum(axis=(1, 2, 3)) / np.maximum(pixels, 1)
+  return np.where(pixels > 0, 10.0 * np.log10(4.0 / np.maximum(error, 1e-10)), np.nan)
+
+
+def dynamics_scores(reconstruction: np.ndarray, dynamics_transfer: np.ndarray,
+                    truth_a: np.ndarray, truth_swap: np.ndarray) -> dict[str, np.ndarray]:
+  """Per-pair PSNR of the dynamics transfer, its no-transfer baseline and the oracle (the
+  reconstruction plus the ground truth's own change), over the whole frame and the region."""
+  oracle = reconstruction + (truth_swap - truth_a)
+  region = dynamics_region(truth_a, truth_swap)
+  whole = lambda x: np.asarray(latent_losses.psnr(jnp.asarray(x), jnp.asarray(truth_swap)))
+  scores = {}
+  for name, image in (("dynamics_transfer", dynamics_transfer),
+                      ("dynamics_no_transfer_baseline", reconstruction),
+                      ("dynamics_oracle", oracle)):
+    scores[name] = whole(image)
+    scores[name + "_in_region"] = masked_psnr(image, truth_swap, region)
+  scores["dynamics_region_pixels"] = region.sum(axis=(1, 2, 3))
+  return scores
+
+
 def evaluate(config, params, pairs: list[dict]) -> tuple[dict, np.ndarray]:
   size = config.image_size
   model = autoencoder_lib.FaceAutoencoder.from_config(config.model)
@@ -157,16 +217,18 @@ def evaluate(config, params, pairs: list[dict]) -> tuple[dict, np.ndarray]:
       "reconstruction": psnr(reconstruction, truth["a"]),
       "pose_transfer": psnr(pose_transfer, truth["pose_swap"]),
       "pose_no_transfer_baseline": psnr(reconstruction, truth["pose_swap"]),
-      "dynamics_transfer": psnr(dynamics_transfer, truth["dyn_swap"]),
-      "dynamics_no_transfer_baseline": psnr(reconstruction, truth["dyn_swap"]),
       "dynamics_transfer_vs_driver_identity": psnr(dynamics_transfer,
                                                    truth["dyn_swap_other_identity"]),
+      **dynamics_scores(*(np.asarray(image) for image in (
+          reconstruction, dynamics_transfer, truth["a"], truth["dyn_swap"]))),
   }
   report = {"reconstruction_psnr": round(float(scores["reconstruction"].mean()), 2)}
   for name, subset in (("same_speaker_pairs", ~cross), ("cross_speaker_pairs", cross)):
-    report[name] = {key: round(float(scores[key][subset].mean()), 2) for key in (
+    report[name] = {key: round(float(np.nanmean(scores[key][subset])), 2) for key in (
         "pose_transfer", "pose_no_transfer_baseline", "dynamics_transfer",
-        "dynamics_no_transfer_baseline")}
+        "dynamics_no_transfer_baseline", "dynamics_oracle", "dynamics_transfer_in_region",
+        "dynamics_no_transfer_baseline_in_region", "dynamics_oracle_in_region",
+        "dynamics_region_pixels")}
     report[name]["num_pairs"] = int(subset.sum())
   report["identity_leakage"] = {
       "psnr_to_own_identity": round(float(scores["dynamics_transfer"][cross].mean()), 2),
@@ -182,7 +244,7 @@ def evaluate(config, params, pairs: list[dict]) -> tuple[dict, np.ndarray]:
   return report, np.clip((grid + 1) * 127.5, 0, 255).astype(np.uint8)
 
 
-def main():
+def main(argv: Optional[Sequence[str]] = None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--variant", default="small", choices=("small", "tiny"),
@@ -198,7 +260,10 @@ def main():
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="Overrides a config field (Python literal), e.g. "
                       "--set loss.region_l1=10; repeatable.")
-  args = parser.parse_args()
+  parser.add_argument("--params", default=None, metavar="PATH",
+                      help="Scores these saved EMA weights (a run's ema_params.msgpack) instead "
+                      "of training; writes latent_synthtalk_rescored.json/.png.")
+  args = parser.parse_args(argv)
   os.makedirs(args.workdir, exist_ok=True)
   data_dir = os.path.join(args.workdir, "synthtalk")
   if not os.path.exists(os.path.join(data_dir, records.MANIFEST_NAME)):
@@ -220,15 +285,20 @@ def main():
     if leaf not in parent:
       raise ValueError(f"--set {override!r}: the config has no field {field!r}")
     parent[leaf] = ast.literal_eval(value)
-  params, history = train(config, args.minutes, config.total_steps)
-  with open(os.path.join(args.workdir, "ema_params.msgpack"), "wb") as f:
-    f.write(flax.serialization.to_bytes(params))
+  if args.params:
+    params, history, output_name = load_params(config, args.params), [], "latent_synthtalk_rescored"
+  else:
+    params, history = train(config, args.minutes, config.total_steps)
+    output_name = "latent_synthtalk"
+    with open(os.path.join(args.workdir, "ema_params.msgpack"), "wb") as f:
+      f.write(flax.serialization.to_bytes(params))
   train_clips, test_clips = (split_ground_truth(data_dir, split) for split in ("train", "test"))
   held_out, grid = evaluate(config, params,
                             evaluation_pairs(test_clips, test_clips, args.num_pairs, args.seed))
   seen, _ = evaluate(config, params,
                      evaluation_pairs(train_clips, test_clips, args.num_pairs, args.seed))
   report = {"config": f"configs/latent.py:{args.variant}", "overrides": args.set,
+            "scored_params": args.params,
             "gan_terms": bool(config.loss.adversarial or config.loss.feature_matching),
             "head_pose_weight": config.loss.head_pose,
             "steps": history[-1]["step"] if history else 0,
@@ -237,13 +307,14 @@ def main():
             "num_train_speakers": len({tuple(clip["identity"]) for clip in train_clips}),
             "held_out": held_out, "seen_speakers_held_out_frames": seen,
             "training_history": history}
-  with open(os.path.join(args.workdir, "latent_synthtalk.json"), "w", encoding="utf-8") as f:
+  output = os.path.join(args.workdir, output_name)
+  with open(output + ".json", "w", encoding="utf-8") as f:
     json.dump(report, f, indent=1)
-  Image.fromarray(grid).save(os.path.join(args.workdir, "latent_synthtalk.png"))
+  Image.fromarray(grid).save(output + ".png")
   print(json.dumps({key: report[key] for key in ("held_out", "seen_speakers_held_out_frames")},
                    indent=1))
-  print(f"wrote {args.workdir}/latent_synthtalk.json and latent_synthtalk.png (columns: A, B, "
-        "reconstruction, pose-swap truth, pose transfer, dynamics-swap truth, dynamics transfer)")
+  print(f"wrote {output}.json and {output}.png (columns: A, B, reconstruction, pose-swap truth, "
+        "pose transfer, dynamics-swap truth, dynamics transfer)")
 
 
 if __name__ == "__main__":
