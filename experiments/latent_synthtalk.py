@@ -156,16 +156,9 @@ def render(identity_vector, factors, resolution) -> np.ndarray:
 def dynamics_region(truth_a: np.ndarray, truth_swap: np.ndarray) -> np.ndarray:
   """[N, S, S, 1] float mask of the pixels the dynamics swap changes in [N, S, S, 3] truths."""
   changed = np.abs(truth_swap - truth_a).max(axis=-1) > DYNAMICS_REGION_THRESHOLD  # [N, S, S]
-  dilated = [ndimage.binary_dilation(mask, iterations=DYNAMICS_REGION_DILATION) if mask.any()
-             else mask for mask in changed]
+  dilated = [ndimage.binary_dilation(mask, iterations=DYNAMICS_REGION_DILATION)
+             for mask in changed]
   return np.stack(dilated).astype(np.float32)[..., None]
-
-
-def masked_psnr(prediction: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  """PSNR (dB) per image over the pixels where `mask` [N, S, S, 1] is 1 -> [N] (nan if none)."""
-  pixels = mask.sum(axis=(1, 2, 3)) * prediction.shape[-1]
-  error = (np.square(prediction - target) * mask).sum(axis=(1, 2, 3)) / np.maximum(pixels, 1)
-  return np.where(pixels > 0, 10.0 * np.log10(4.0 / np.maximum(error, 1e-10)), np.nan)
 
 
 def dynamics_scores(reconstruction: np.ndarray, dynamics_transfer: np.ndarray,
@@ -174,13 +167,13 @@ def dynamics_scores(reconstruction: np.ndarray, dynamics_transfer: np.ndarray,
   reconstruction plus the ground truth's own change), over the whole frame and the region."""
   oracle = reconstruction + (truth_swap - truth_a)
   region = dynamics_region(truth_a, truth_swap)
-  whole = lambda x: np.asarray(latent_losses.psnr(jnp.asarray(x), jnp.asarray(truth_swap)))
+  psnr = lambda image, mask=None: np.asarray(latent_losses.psnr(image, truth_swap, mask))
   scores = {}
   for name, image in (("dynamics_transfer", dynamics_transfer),
                       ("dynamics_no_transfer_baseline", reconstruction),
                       ("dynamics_oracle", oracle)):
-    scores[name] = whole(image)
-    scores[name + "_in_region"] = masked_psnr(image, truth_swap, region)
+    scores[name] = psnr(image)
+    scores[name + "_in_region"] = psnr(image, region)
   scores["dynamics_region_pixels"] = region.sum(axis=(1, 2, 3))
   return scores
 

@@ -1,25 +1,15 @@
 """Tests for experiments/bench_realtime.py on the tiny configs (no timing thresholds)."""
 
-import importlib.util
 import json
-import os
 
-BENCH_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "experiments", "bench_realtime.py")
-
-
-def load_bench():
-  """The benchmark script as a module (experiments/ is not a package)."""
-  spec = importlib.util.spec_from_file_location("bench_realtime", BENCH_PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from tests import experiment_scripts
 
 
 def test_tiny_benchmark_writes_positive_timings_and_flops(tmp_path, capsys):
   output = tmp_path / "bench.json"
-  load_bench().main(["--tiny", "--repeats=1", "--warmup=0", "--steps=50,10",
-                     "--decode_batches=1,2", "--chunk_frames=5", f"--output={output}"])
+  experiment_scripts.load("bench_realtime").main([
+      "--tiny", "--repeats=1", "--warmup=0", "--steps=50,10", "--decode_batches=1,2",
+      "--chunk_frames=5", f"--output={output}"])
   report = json.loads(output.read_text())
   assert "| steps | offline FPS" in capsys.readouterr().out
   assert report["configs"]["motion"] == "configs/motion.py:tiny"

@@ -1,8 +1,6 @@
 """Tests for experiments/latent_synthtalk.py: its dynamics scores and re-scoring saved weights."""
 
-import importlib.util
 import json
-import os
 
 import flax
 import jax
@@ -10,23 +8,13 @@ import numpy as np
 import pytest
 
 from configs import latent as latent_config
+from tests import experiment_scripts
+from vasa_jax.losses import latent as latent_losses
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.training import checkpoint
 
-CHECK_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "experiments", "latent_synthtalk.py")
-
-
-def load_check():
-  """The check script as a module (experiments/ is not a package)."""
-  spec = importlib.util.spec_from_file_location("latent_synthtalk", CHECK_PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_dynamics_scores_region_oracle_and_baseline():
-  check = load_check()
+  check = experiment_scripts.load("latent_synthtalk")
   rng = np.random.default_rng(0)
   truth_a = rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
   truth_swap = truth_a.copy()
@@ -58,13 +46,16 @@ def test_dynamics_scores_region_oracle_and_baseline():
   np.testing.assert_allclose(drawing["dynamics_transfer_in_region"],
                              drawing["dynamics_oracle_in_region"], rtol=1e-6)
 
+  everywhere = np.ones((2, 16, 16, 1), np.float32)
+  np.testing.assert_allclose(latent_losses.psnr(reconstruction, truth_swap, everywhere),
+                             latent_losses.psnr(reconstruction, truth_swap), rtol=1e-6)
   empty = np.zeros((1, 16, 16, 1), np.float32)
-  assert np.isnan(check.masked_psnr(truth_a[:1], truth_swap[:1], empty)[0])
+  assert np.isnan(latent_losses.psnr(truth_a[:1], truth_swap[:1], empty)[0])
 
 
 @pytest.mark.slow
 def test_rescoring_saved_weights_and_refusing_wrong_ones(tmp_path):
-  check = load_check()
+  check = experiment_scripts.load("latent_synthtalk")
   config = latent_config.get_config("tiny")
   model = autoencoder_lib.FaceAutoencoder.from_config(config.model)
   image = np.zeros((1, config.image_size, config.image_size, 3), np.float32)

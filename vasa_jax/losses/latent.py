@@ -5,6 +5,8 @@ The perceptual, identity and adversarial terms live beside their networks
 (`vasa_jax.trainers.latent`) combines everything with the weights of `config.loss`.
 """
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
@@ -84,11 +86,19 @@ def cross_correlation(codes: jax.Array, factors: jax.Array) -> jax.Array:
   return jnp.mean(jnp.square(correlation))
 
 
-def psnr(prediction: jax.Array, target: jax.Array) -> jax.Array:
-  """Peak signal-to-noise ratio (dB) per image of [B, H, W, C] images in [-1, 1] -> [B]."""
-  error = jnp.mean(jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32)),
-                   axis=(1, 2, 3))
-  return 10.0 * jnp.log10(4.0 / jnp.maximum(error, 1e-10))  # peak-to-peak range is 2
+def psnr(prediction: jax.Array, target: jax.Array,
+         mask: Optional[jax.Array] = None) -> jax.Array:
+  """Peak signal-to-noise ratio (dB) per image of [B, H, W, C] images in [-1, 1] -> [B]; with a
+  [B, H, W, 1] `mask`, over the pixels where it is 1 (nan for an image with none)."""
+  squared_error = jnp.square(prediction.astype(jnp.float32) - target.astype(jnp.float32))
+  if mask is None:
+    error, covered = jnp.mean(squared_error, axis=(1, 2, 3)), True
+  else:
+    pixels = jnp.sum(mask, axis=(1, 2, 3)) * prediction.shape[-1]
+    error = jnp.sum(squared_error * mask, axis=(1, 2, 3)) / jnp.maximum(pixels, 1)
+    covered = pixels > 0
+  score = 10.0 * jnp.log10(4.0 / jnp.maximum(error, 1e-10))  # peak-to-peak range is 2
+  return jnp.where(covered, score, jnp.nan)
 
 
 def _normalise(vectors: jax.Array) -> jax.Array:
