@@ -170,6 +170,12 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   config.eval_every_steps = {"512": 5_000, "256": 5_000, "tiny": 500}[variant]
   # Decay of the exponential moving average of the generator's weights (evaluated and exported).
   config.ema_decay = 0.999
+  # Colour jitter of every frame the motion encoder reads in training (`trainers.latent.
+  # jitter_colours`: per-channel gain exp(U(-s, s)) and offset U(-s/2, s/2), each image its own;
+  # appearance encoder and targets see the frames unchanged). Our choice, 0 = off: source and
+  # driver share colours and background, so without it z_pose / z_dyn may carry the driver's
+  # colours, which a cross-speaker swap then paints onto the source.
+  config.motion_colour_jitter = 0.0
 
   # AdamW with a cosine decay (MegaPortraits: 2e-4 -> 1e-6); generator and discriminator alike.
   config.optimizer = ml_collections.ConfigDict()
@@ -221,6 +227,11 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # (input_pipeline.face_region_mask, from the tracker's landmarks; ~13% of a 64 px crop), on
   # top of the whole-image `l1`. Our choice: it weights the pixels where facial dynamics show.
   config.loss.region_l1 = 0.0
+  # Cosine distance between the source's z_id and the z_id that the model's own identity encoder
+  # (its weights frozen for this read) reads from the cross-identity reenactment. Our choice, a
+  # stand-in for `identity` where no ArcFace weights exist: nothing else stops a cross-speaker
+  # z_pose / z_dyn from carrying the driver's looks into the render. 0 = off.
+  config.loss.identity_cycle = 0.0
 
   # Multi-scale patch discriminator (pix2pixHD style).
   config.discriminator = ml_collections.ConfigDict()

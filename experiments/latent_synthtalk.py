@@ -22,6 +22,9 @@
    between oracle and baseline is all a dynamics transfer can win. The dynamics scores are also
    given over the dynamics region alone (the pixels the swap changes in the ground truth,
    dilated by 2 px), where the expression is not diluted by the rest of the frame.
+   What the swap changes is also measured against the unswapped reconstruction: its size
+   (`dynamics_change_psnr`, higher = smaller) and the share of it that is one colour shift of
+   the whole frame (`dynamics_change_colour_share`: a swap that repaints A in B's colours).
 3. Identity leakage (cross-speaker pairs): the dynamics transfer should look like X, not Y:
    its PSNR against render(X, pose_A, dyn_B) and against render(Y, pose_A, dyn_B).
 The EMA of the generator's weights (what inference uses) is scored and saved beside the results;
@@ -164,7 +167,8 @@ def dynamics_region(truth_a: np.ndarray, truth_swap: np.ndarray) -> np.ndarray:
 def dynamics_scores(reconstruction: np.ndarray, dynamics_transfer: np.ndarray,
                     truth_a: np.ndarray, truth_swap: np.ndarray) -> dict[str, np.ndarray]:
   """Per-pair PSNR of the dynamics transfer, its no-transfer baseline and the oracle (the
-  reconstruction plus the ground truth's own change), over the whole frame and the region."""
+  reconstruction plus the ground truth's own change), over the whole frame and the region; and
+  the size and global-colour part of the transfer's change from the reconstruction."""
   oracle = reconstruction + (truth_swap - truth_a)
   region = dynamics_region(truth_a, truth_swap)
   psnr = lambda image, mask=None: np.asarray(latent_losses.psnr(image, truth_swap, mask))
@@ -175,6 +179,13 @@ def dynamics_scores(reconstruction: np.ndarray, dynamics_transfer: np.ndarray,
     scores[name] = psnr(image)
     scores[name + "_in_region"] = psnr(image, region)
   scores["dynamics_region_pixels"] = region.sum(axis=(1, 2, 3))
+  # What the driver's code changes in the render: its size, and the part of its energy (mean
+  # square) that is one colour shift of the whole frame.
+  change = dynamics_transfer - reconstruction  # [N, S, S, 3]
+  scores["dynamics_change"] = np.asarray(latent_losses.psnr(dynamics_transfer, reconstruction))
+  scores["dynamics_change_energy"] = np.mean(np.square(change), axis=(1, 2, 3))  # [N]
+  scores["dynamics_change_colour_energy"] = np.mean(
+      np.square(change.mean(axis=(1, 2))), axis=-1)  # [N]
   return scores
 
 
@@ -222,6 +233,11 @@ def evaluate(config, params, pairs: list[dict]) -> tuple[dict, np.ndarray]:
         "dynamics_no_transfer_baseline", "dynamics_oracle", "dynamics_transfer_in_region",
         "dynamics_no_transfer_baseline_in_region", "dynamics_oracle_in_region",
         "dynamics_region_pixels")}
+    report[name]["dynamics_change_psnr"] = round(float(np.mean(
+        scores["dynamics_change"][subset])), 2)
+    report[name]["dynamics_change_colour_share"] = round(float(
+        scores["dynamics_change_colour_energy"][subset].sum() /
+        max(scores["dynamics_change_energy"][subset].sum(), 1e-20)), 3)
     report[name]["num_pairs"] = int(subset.sum())
   report["identity_leakage"] = {
       "psnr_to_own_identity": round(float(scores["dynamics_transfer"][cross].mean()), 2),

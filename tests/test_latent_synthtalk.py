@@ -46,6 +46,20 @@ def test_dynamics_scores_region_oracle_and_baseline():
   np.testing.assert_allclose(drawing["dynamics_transfer_in_region"],
                              drawing["dynamics_oracle_in_region"], rtol=1e-6)
 
+  # The change a swap makes: a pure colour shift of the frame is all colour, a zero-mean
+  # pattern none; its PSNR against the reconstruction is that of the shift.
+  shift = np.array([0.1, -0.2, 0.05], np.float32)
+  recoloured = check.dynamics_scores(reconstruction, reconstruction + shift, truth_a, truth_swap)
+  np.testing.assert_allclose(recoloured["dynamics_change_colour_energy"],
+                             recoloured["dynamics_change_energy"], rtol=1e-5)
+  np.testing.assert_allclose(recoloured["dynamics_change"],
+                             10 * np.log10(4 / np.mean(np.square(shift))), rtol=1e-5)
+  checkerboard = np.indices((16, 16)).sum(axis=0) % 2 * 0.2 - 0.1  # [16, 16], mean 0
+  patterned = check.dynamics_scores(reconstruction, reconstruction + checkerboard[..., None],
+                                    truth_a, truth_swap)
+  np.testing.assert_allclose(patterned["dynamics_change_energy"], 0.01, rtol=1e-5)
+  np.testing.assert_allclose(patterned["dynamics_change_colour_energy"], 0.0, atol=1e-12)
+
   everywhere = np.ones((2, 16, 16, 1), np.float32)
   np.testing.assert_allclose(latent_losses.psnr(reconstruction, truth_swap, everywhere),
                              latent_losses.psnr(reconstruction, truth_swap), rtol=1e-6)

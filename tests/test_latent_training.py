@@ -51,6 +51,7 @@ def test_paper_size_init_and_train_step_trace():
   config.pretrained.vgg19 = "abstract"
   config.pretrained.arcface = "abstract"
   config.loss.region_l1 = 10.0  # off by default at paper size; traced here with the rest
+  config.loss.identity_cycle = 5.0  # likewise
   networks = latent.Networks.from_config(config)
   weights = latent.loss_weights(config)
   assert all(weights[term] > 0 for term in latent.TERM_NETWORK)
@@ -75,7 +76,7 @@ def test_paper_size_init_and_train_step_trace():
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   assert {"loss/l1", "loss/vgg", "loss/face", "loss/identity", "loss/cycle",
           "loss/pairwise_l1", "loss/head_pose", "loss/expression", "loss/transfer_cycle",
-          "loss/pose_decorrelation", "loss/region_l1",
+          "loss/pose_decorrelation", "loss/region_l1", "loss/identity_cycle",
           "loss/adversarial", "loss/feature_matching",
           "loss/discriminator"} <= set(metrics)
 
@@ -132,9 +133,33 @@ def test_tiny_model_overfits_a_handful_of_frames(synthtalk_dir):
   assert final_psnr > baseline_psnr + 5.0
 
 
+def test_colour_jitter_is_a_per_image_per_channel_affine_map():
+  images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 3), minval=-0.2, maxval=0.2)
+  assert latent.jitter_colours(images, jax.random.key(1), 0.0) is images
+  jittered = latent.jitter_colours(images, jax.random.key(1), 0.4)
+  assert jittered.shape == images.shape and jittered.dtype == images.dtype
+  np.testing.assert_array_equal(jittered, latent.jitter_colours(images, jax.random.key(1), 0.4))
+  # Inside [-1, 1] (no clipping for these mid-grey inputs) each channel of each image is
+  # gain * x + shift with gain in [exp(-0.4), exp(0.4)] and |shift| <= 0.2 in [0, 1] units.
+  x, y = (np.asarray(a, np.float64).reshape(4, -1, 3) for a in (images, jittered))
+  gains = np.empty((4, 3))
+  for image in range(4):
+    for channel in range(3):
+      gain, intercept = np.polyfit(x[image, :, channel], y[image, :, channel], 1)
+      np.testing.assert_allclose(y[image, :, channel], gain * x[image, :, channel] + intercept,
+                                 atol=1e-5)
+      shift = (intercept + 1 - gain) / 2  # y01 = gain * x01 + shift
+      assert np.exp(-0.4) - 1e-5 <= gain <= np.exp(0.4) + 1e-5 and abs(shift) <= 0.2 + 1e-5
+      gains[image, channel] = gain
+  assert len(np.unique(gains.round(4))) == gains.size  # every image and channel its own draw
+  bright = latent.jitter_colours(jnp.ones((2, 4, 4, 3)), jax.random.key(2), 1.0)
+  assert float(bright.max()) <= 1.0 and float(bright.min()) >= -1.0
+
+
 @pytest.mark.slow
 def test_one_step_same_on_one_and_eight_devices(synthtalk_dir):
   config = tiny_config(synthtalk_dir)
+  config.motion_colour_jitter = 0.3  # the step's randomness must not depend on the mesh either
   # Adam's first update is ~lr * sign(gradient): a gradient of ~0 whose sign depends on the
   # summation order would flip a parameter by 2 * lr. A larger epsilon keeps the update a smooth
   # function of the gradient, so float tolerance compares the sharded maths itself.
@@ -193,6 +218,7 @@ def test_one_step_same_on_one_and_eight_devices(synthtalk_dir):
 @pytest.mark.slow
 def test_sigterm_resume_equals_uninterrupted_run(synthtalk_dir, tmp_path):
   config = tiny_config(synthtalk_dir, total_steps=4, eval_every_steps=1)
+  config.motion_colour_jitter = 0.3  # a step that draws randomness (fold_in of the step) resumes
   # Two devices: the state is FSDP-sharded (a sharded save and restore) while Orbax's per-shard
   # work stays small; the 8-device program is checked against one device above.
   mesh = sharding_lib.create_mesh({"data": 1, "fsdp": 2, "model": 1}, jax.devices()[:2])

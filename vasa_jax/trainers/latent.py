@@ -12,16 +12,21 @@ speaker, and decodes four images in one batched pass of the decoder:
 The reenactment's L1 is also taken over the driver's mouth and eye boxes alone
 (`config.loss.region_l1`), where facial dynamics show. The rotation part of z_pose is also
 pulled towards the data's annotated head pose (the data-preparation tracker's estimate;
-`config.loss.head_pose`), and the first entries of z_dyn towards the expression measured
-from the tracker's landmarks and gaze (mouth and eye opening, gaze in the head;
-`config.loss.expression`). The motion encoder re-reads `reenacted` and `cross_reenacted`:
-their dynamics codes should match the drivers' (MegaPortraits' cycle
-consistency, CosFace form over the batch; `config.loss.cycle`); it also re-reads
-`dynamics_transfer`, which shows dyn_j under pose i: its dynamics code should still be dyn_j,
-which penalises a z_dyn that carries the driver's head pose (`config.loss.transfer_cycle`).
-The discriminator trains on I_j against `reenacted` with the hinge loss. Terms that need a
-pretrained network (VGG19 perceptual, ArcFace face perceptual and identity) are on only when
-`config.pretrained` names its weight file; the log says which terms are off and why.
+`config.loss.head_pose`), and the first entries of z_dyn towards the expression measured from
+the tracker's landmarks and gaze (mouth and eye opening, gaze in the head;
+`config.loss.expression`). Without ArcFace weights, the model's own identity encoder (frozen
+for that read) can stand in for the identity term: `cross_reenacted` should re-read as z_id_i
+(`config.loss.identity_cycle`). The motion encoder re-reads `reenacted` and `cross_reenacted`:
+their dynamics codes should match the drivers' (MegaPortraits' cycle consistency, CosFace form
+over the batch; `config.loss.cycle`); it also re-reads `dynamics_transfer`, which shows dyn_j
+under pose i: its dynamics code should still be dyn_j, which penalises a z_dyn that carries the
+driver's head pose (`config.loss.transfer_cycle`). Every frame the motion encoder reads in
+training (the three inputs and the re-read renders) can get its own random colour jitter
+(`config.motion_colour_jitter`), so that the motion codes cannot carry the frame's colours,
+which source and driver share. The discriminator trains on I_j against `reenacted` with the
+hinge loss. Terms that need a pretrained network (VGG19 perceptual, ArcFace face perceptual and
+identity) are on only when `config.pretrained` names its weight file; the log says which terms
+are off and why.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ TERM_NETWORK = {
     "l1": None, "vgg": "vgg19", "face": "arcface", "adversarial": None,
     "feature_matching": None, "cycle": None, "pairwise_l1": None, "pairwise_vgg": "vgg19",
     "identity": "arcface", "head_pose": None, "expression": None, "transfer_cycle": None,
-    "pose_decorrelation": None, "region_l1": None,
+    "pose_decorrelation": None, "region_l1": None, "identity_cycle": None,
 }
 
 
@@ -128,14 +133,31 @@ def to_model_range(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 127.5 - 1.0
 
 
+def jitter_colours(images: jax.Array, rng: jax.Array, strength: float) -> jax.Array:
+  """Each image's channels scaled by exp(U(-strength, strength)) and shifted by
+  U(-strength / 2, strength / 2) (in [0, 1] units), independently per image and channel, then
+  clipped: [N, S, S, 3] in [-1, 1] -> the same. strength 0 returns `images` unchanged."""
+  if not strength:
+    return images
+  gain_rng, offset_rng = jax.random.split(rng)
+  shape = (images.shape[0], 1, 1, images.shape[-1])
+  gain = jnp.exp(jax.random.uniform(gain_rng, shape, minval=-strength, maxval=strength))
+  offset = jax.random.uniform(offset_rng, shape, minval=-strength / 2, maxval=strength / 2)
+  return jnp.clip(((images + 1.0) / 2.0 * gain + offset) * 2.0 - 1.0, -1.0, 1.0)
+
+
 def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
-                      source: jax.Array, driver: jax.Array,
-                      cross_identity: jax.Array) -> dict[str, jax.Array]:
-  """The four decoded images of a step plus the codes they came from (see the module doc)."""
+                      source: jax.Array, driver: jax.Array, cross_identity: jax.Array,
+                      motion_view=lambda images: images) -> dict[str, jax.Array]:
+  """The four decoded images of a step plus the codes they came from (see the module doc).
+
+  `motion_view` maps the frames before the motion encoder reads them (training: a colour
+  jitter, `jitter_colours`); the appearance encoder and the targets see them unchanged.
+  """
   variables = {"params": params}
   batch = source.shape[0]
   z_pose, z_dyn = autoencoder.apply(  # [3B, 7], [3B, dyn]
-      variables, jnp.concatenate([source, driver, cross_identity]),
+      variables, motion_view(jnp.concatenate([source, driver, cross_identity])),
       method=autoencoder_lib.FaceAutoencoder.encode_motion)
   pose_i, pose_j, pose_d = jnp.split(z_pose, 3)
   dyn_i, dyn_j, dyn_d = jnp.split(z_dyn, 3)
@@ -155,17 +177,22 @@ def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
   reenacted, pose_transfer, dynamics_transfer, cross_reenacted = jnp.split(decoded, 4)
   return {"reenacted": reenacted, "pose_transfer": pose_transfer,
           "dynamics_transfer": dynamics_transfer, "cross_reenacted": cross_reenacted,
-          "driver_dyn": dyn_j, "cross_identity_dyn": dyn_d, "z_pose": z_pose, "z_dyn": z_dyn}
+          "driver_dyn": dyn_j, "cross_identity_dyn": dyn_d, "z_pose": z_pose, "z_dyn": z_dyn,
+          "source_identity": id_i}
 
 
 def generator_loss(networks: Networks, weights: dict[str, float], config, params: Any,
                    discriminator_params: Any, frozen: dict[str, Any],
-                   images: dict[str, jax.Array]) -> tuple[jax.Array, tuple[dict, dict]]:
+                   images: dict[str, jax.Array],
+                   rng: jax.Array) -> tuple[jax.Array, tuple[dict, dict]]:
   """Weighted sum of every active term; returns (total, (terms, outputs))."""
   source, driver = images["source"], images["driver"]
   batch = source.shape[0]
-  outputs = generator_outputs(networks.autoencoder, params, source, driver,
-                              images["cross_identity"])
+  frames_rng, renders_rng = jax.random.split(rng)
+  outputs = generator_outputs(
+      networks.autoencoder, params, source, driver, images["cross_identity"],
+      motion_view=functools.partial(jitter_colours, rng=frames_rng,
+                                    strength=config.motion_colour_jitter))
   reenacted = outputs["reenacted"]
   terms = {"l1": latent_losses.l1(reenacted, driver),
            "pairwise_l1": latent_losses.l1(outputs["pose_transfer"],
@@ -195,6 +222,14 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
                                                             model=networks.arcface)),
         perceptual.identity_embedding(frozen["arcface"], outputs["cross_reenacted"],
                                       model=networks.arcface)))
+  if weights["identity_cycle"]:
+    # The identity term with the model's own identity encoder as the face network, its weights
+    # frozen for this re-read: only the render moves to keep the source's z_id.
+    reread_identity = networks.autoencoder.apply(  # [B, identity_dim]
+        {"params": jax.lax.stop_gradient(params)}, outputs["cross_reenacted"],
+        method=autoencoder_lib.FaceAutoencoder.encode_identity)
+    terms["identity_cycle"] = jnp.mean(perceptual.identity_cosine_distance(
+        jax.lax.stop_gradient(outputs["source_identity"]), reread_identity))
   if weights["adversarial"] or weights["feature_matching"]:
     fake_features, fake_logits = networks.discriminator.apply(
         {"params": discriminator_params}, reenacted)
@@ -207,7 +242,9 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
     # constrain the dynamics descriptor.
     _, reread_dyn = networks.autoencoder.apply(  # [3B, dyn]
         {"params": params},
-        jnp.concatenate([reenacted, outputs["cross_reenacted"], outputs["dynamics_transfer"]]),
+        jitter_colours(jnp.concatenate([reenacted, outputs["cross_reenacted"],
+                                        outputs["dynamics_transfer"]]),
+                       renders_rng, config.motion_colour_jitter),
         method=autoencoder_lib.FaceAutoencoder.encode_motion)
     driver_dyn = jax.lax.stop_gradient(outputs["driver_dyn"])
     cosface = functools.partial(latent_losses.cosface_loss, scale=config.loss.cycle_scale,
@@ -251,7 +288,6 @@ def make_train_step(networks: Networks, config, weights: dict[str, float],
   adversarial = bool(weights["adversarial"] or weights["feature_matching"])
 
   def train_step(state: LatentTrainState, batch: dict, rng: jax.Array, frozen: dict):
-    del rng  # stage 1 draws no randomness inside the step
     images = {name: to_model_range(batch[f"{name}_image"])
               for name in ("source", "driver", "cross_identity")}
     # Annotated poses in z_pose's order (source, driver, cross frames): [3B, 3] degrees.
@@ -264,7 +300,7 @@ def make_train_step(networks: Networks, config, weights: dict[str, float],
     images["driver_region_mask"] = batch["driver_region_mask"]
     loss_fn = functools.partial(generator_loss, networks, weights, config)
     (total, (terms, outputs)), generator_grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.generator, state.discriminator, frozen, images)
+        state.generator, state.discriminator, frozen, images, rng)
     updates, generator_opt_state = generator_tx.update(
         generator_grads, state.generator_opt_state, state.generator)
     generator = optax.apply_updates(state.generator, updates)
