@@ -19,6 +19,7 @@ from tests.test_training_loop import one_device_mesh
 from vasa_jax import input_pipeline
 from vasa_jax import pretrained
 from vasa_jax.losses import latent as latent_losses
+from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.trainers import latent
 from vasa_jax.training import loop
 from vasa_jax.training import sharding as sharding_lib
@@ -273,7 +274,7 @@ def test_identity_cycle_reads_the_cross_reenactment_with_frozen_identity_weights
                                               image_size=64, seed=0))
   images = {name: latent.to_model_range(batch[f"{name}_image"])
             for name in ("source", "driver", "cross_identity")}
-  encode_identity = latent.autoencoder_lib.FaceAutoencoder.encode_identity
+  encode_identity = autoencoder_lib.FaceAutoencoder.encode_identity
 
   def term(params):
     total, (terms, _) = latent.generator_loss(networks, weights, config, params, None, {},

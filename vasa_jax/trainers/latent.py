@@ -133,7 +133,7 @@ def to_model_range(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 127.5 - 1.0
 
 
-def jitter_colours(images: jax.Array, rng: jax.Array, strength: float) -> jax.Array:
+def jitter_colours(images: jax.Array, rng: Optional[jax.Array], strength: float) -> jax.Array:
   """Each image's channels scaled by exp(U(-strength, strength)) and shifted by
   U(-strength / 2, strength / 2) (in [0, 1] units), independently per image and channel, then
   clipped: [N, S, S, 3] in [-1, 1] -> the same. strength 0 returns `images` unchanged."""
@@ -148,16 +148,18 @@ def jitter_colours(images: jax.Array, rng: jax.Array, strength: float) -> jax.Ar
 
 def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
                       source: jax.Array, driver: jax.Array, cross_identity: jax.Array,
-                      motion_view=lambda images: images) -> dict[str, jax.Array]:
+                      colour_jitter: float = 0.0,
+                      rng: Optional[jax.Array] = None) -> dict[str, jax.Array]:
   """The four decoded images of a step plus the codes they came from (see the module doc).
 
-  `motion_view` maps the frames before the motion encoder reads them (training: a colour
-  jitter, `jitter_colours`); the appearance encoder and the targets see them unchanged.
+  With `colour_jitter` > 0 the motion encoder reads the frames through `jitter_colours` (drawn
+  from `rng`); the appearance encoder and the targets see them unchanged.
   """
   variables = {"params": params}
   batch = source.shape[0]
   z_pose, z_dyn = autoencoder.apply(  # [3B, 7], [3B, dyn]
-      variables, motion_view(jnp.concatenate([source, driver, cross_identity])),
+      variables, jitter_colours(jnp.concatenate([source, driver, cross_identity]), rng,
+                                colour_jitter),
       method=autoencoder_lib.FaceAutoencoder.encode_motion)
   pose_i, pose_j, pose_d = jnp.split(z_pose, 3)
   dyn_i, dyn_j, dyn_d = jnp.split(z_dyn, 3)
@@ -189,10 +191,8 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
   source, driver = images["source"], images["driver"]
   batch = source.shape[0]
   frames_rng, renders_rng = jax.random.split(rng)
-  outputs = generator_outputs(
-      networks.autoencoder, params, source, driver, images["cross_identity"],
-      motion_view=functools.partial(jitter_colours, rng=frames_rng,
-                                    strength=config.motion_colour_jitter))
+  outputs = generator_outputs(networks.autoencoder, params, source, driver,
+                              images["cross_identity"], config.motion_colour_jitter, frames_rng)
   reenacted = outputs["reenacted"]
   terms = {"l1": latent_losses.l1(reenacted, driver),
            "pairwise_l1": latent_losses.l1(outputs["pose_transfer"],
