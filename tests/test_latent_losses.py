@@ -19,19 +19,29 @@ def test_head_pose_l1_compares_the_rotation_in_radians_and_ignores_the_rest():
 
 
 
-def test_expression_l1_compares_the_first_entries_of_z_dyn_and_ignores_the_rest():
+def test_expression_l1_compares_the_first_entries_of_z_dyn_with_the_standardised_measures():
   expression = np.array([[0.2, 0.3, 0.1, -0.05], [0.0, 0.05, -0.2, 0.1]], np.float32)
+  centre, spread = (0.1, 0.3, 0.0, 0.0), (0.1, 0.05, 0.1, 0.1)
   z_dyn = np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32)
-  z_dyn[:, :4] = expression
-  assert float(latent_losses.expression_l1(jnp.asarray(z_dyn), expression)) < 1e-7
-  z_dyn[1, 2] += 0.4  # one of the eight supervised entries is 0.4 off
-  np.testing.assert_allclose(latent_losses.expression_l1(jnp.asarray(z_dyn), expression),
-                             0.4 / 8, rtol=1e-5)
+  z_dyn[:, :4] = [[1.0, 0.0, 1.0, -0.5], [-1.0, -5.0, -2.0, 1.0]]  # (expression - centre) / spread
+  assert float(latent_losses.expression_l1(jnp.asarray(z_dyn), expression, centre, spread)) < 1e-6
+  z_dyn[1, 2] += 0.4  # one of the eight supervised entries is 0.4 off; the free ones do not count
+  z_dyn[:, 4:] += 3.0
+  np.testing.assert_allclose(
+      latent_losses.expression_l1(jnp.asarray(z_dyn), expression, centre, spread), 0.4 / 8,
+      rtol=1e-5)
 
 
 def test_expression_l1_refuses_a_z_dyn_too_small_to_carry_the_expression():
   with pytest.raises(ValueError, match="raise model.dyn_dim"):
-    latent_losses.expression_l1(jnp.zeros((2, 3)), np.zeros((2, 4), np.float32))
+    latent_losses.expression_l1(jnp.zeros((2, 3)), np.zeros((2, 4), np.float32), (0.0,) * 4,
+                                (1.0,) * 4)
+
+
+def test_expression_l1_refuses_a_centre_or_spread_of_the_wrong_length():
+  with pytest.raises(ValueError, match="expression_centre"):
+    latent_losses.expression_l1(jnp.zeros((2, 8)), np.zeros((2, 4), np.float32), (0.0,) * 3,
+                                (1.0,) * 4)
 
 
 def test_cross_correlation_is_the_mean_squared_correlation_and_ignores_scale():

@@ -5,7 +5,7 @@ The perceptual, identity and adversarial terms live beside their networks
 (`vasa_jax.trainers.latent`) combines everything with the weights of `config.loss`.
 """
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -55,19 +55,25 @@ def head_pose_l1(z_pose: jax.Array, head_pose_degrees: jax.Array) -> jax.Array:
   return jnp.mean(jnp.abs(z_pose[:, :3].astype(jnp.float32) - target))
 
 
-def expression_l1(z_dyn: jax.Array, expression: jax.Array) -> jax.Array:
-  """Mean absolute error of z_dyn's first entries against the measured expression.
+def expression_l1(z_dyn: jax.Array, expression: jax.Array, centre: Sequence[float],
+                  spread: Sequence[float]) -> jax.Array:
+  """Mean absolute error of z_dyn's first entries against the standardised measured expression.
 
   `expression` [B, E] holds each frame's measured facial dynamics
   (`vasa_jax.input_pipeline.expression_measures`: mouth and eye opening, gaze in the head);
-  `z_dyn` [B, dyn_dim >= E] carries them in its first E entries, the rest stays free. Returns a
-  float32 scalar.
+  `z_dyn` [B, dyn_dim >= E] carries (expression - centre) / spread ([E] each) in its first E
+  entries, the rest stays free. Returns a float32 scalar.
   """
   size = expression.shape[-1]
   if z_dyn.shape[-1] < size:
     raise ValueError(f"z_dyn has {z_dyn.shape[-1]} entries, fewer than the {size} measured "
                      "expression values it should carry (raise model.dyn_dim)")
-  return jnp.mean(jnp.abs(z_dyn[:, :size].astype(jnp.float32) - expression.astype(jnp.float32)))
+  if len(centre) != size or len(spread) != size:
+    raise ValueError(f"{size} expression measures but {len(centre)} centres and "
+                     f"{len(spread)} spreads (config.loss.expression_centre / _spread)")
+  target = (expression.astype(jnp.float32) - jnp.asarray(centre, jnp.float32)) / jnp.asarray(
+      spread, jnp.float32)
+  return jnp.mean(jnp.abs(z_dyn[:, :size].astype(jnp.float32) - target))
 
 
 def cross_correlation(codes: jax.Array, factors: jax.Array) -> jax.Array:

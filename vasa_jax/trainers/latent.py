@@ -13,15 +13,16 @@ The reenactment's L1 is also taken over the driver's mouth and eye boxes alone
 (`config.loss.region_l1`), where facial dynamics show. The rotation part of z_pose is also
 pulled towards the data's annotated head pose (the data-preparation tracker's estimate;
 `config.loss.head_pose`), and the first entries of z_dyn towards the expression measured from
-the tracker's landmarks and gaze (mouth and eye opening, gaze in the head;
-`config.loss.expression`). Without ArcFace weights, the model's own identity encoder (frozen
-for that read) can stand in for the identity term: `cross_reenacted` should re-read as z_id_i
-(`config.loss.identity_cycle`). The motion encoder re-reads `reenacted` and `cross_reenacted`:
-their dynamics codes should match the drivers' (MegaPortraits' cycle consistency, CosFace form
-over the batch; `config.loss.cycle`); it also re-reads `dynamics_transfer`, which shows dyn_j
-under pose i: its dynamics code should still be dyn_j, which penalises a z_dyn that carries the
-driver's head pose (`config.loss.transfer_cycle`). Every frame the motion encoder reads in
-training (the three inputs and the re-read renders) can get its own random colour jitter
+the tracker's landmarks and gaze (mouth and eye opening, gaze in the head, each standardised to
+a spread of about 1 like the free entries; `config.loss.expression`). Without ArcFace weights,
+the model's own identity encoder (frozen for that read) can stand in for the identity term:
+`cross_reenacted` should re-read as z_id_i (`config.loss.identity_cycle`). The motion encoder
+re-reads `reenacted` and `cross_reenacted`: their dynamics codes should match the drivers'
+(MegaPortraits' cycle consistency, CosFace form over the batch; `config.loss.cycle`); it also
+re-reads `dynamics_transfer`, which shows dyn_j under pose i: its dynamics code should still be
+dyn_j, which penalises a z_dyn that carries the driver's head pose
+(`config.loss.transfer_cycle`). Every frame the motion encoder reads in training (the three
+inputs and the re-read renders) can get its own random colour jitter
 (`config.motion_colour_jitter`), so that the motion codes cannot carry the frame's colours,
 which source and driver share. The discriminator trains on I_j against `reenacted` with the
 hinge loss. Terms that need a pretrained network (VGG19 perceptual, ArcFace face perceptual and
@@ -202,7 +203,9 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
   if weights["head_pose"]:
     terms["head_pose"] = latent_losses.head_pose_l1(outputs["z_pose"], images["head_pose"])
   if weights["expression"]:
-    terms["expression"] = latent_losses.expression_l1(outputs["z_dyn"], images["expression"])
+    terms["expression"] = latent_losses.expression_l1(
+        outputs["z_dyn"], images["expression"], config.loss.expression_centre,
+        config.loss.expression_spread)
   if weights["pose_decorrelation"]:
     # z_dyn's free entries (all but the expression-supervised ones) against the head pose code.
     num_supervised = images["expression"].shape[-1] if weights["expression"] else 0
