@@ -217,9 +217,10 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # the free entries (the raw ratios vary by ~0.05). Order of input_pipeline.EXPRESSION_NAMES:
   # mouth opening / width, eye aspect ratio, gaze theta and phi in the head (radians); typical
   # talking faces (SynthTalk's training frames: means 0.10, 0.31, -0.01, -0.01, standard
-  # deviations 0.07, 0.05, 0.10, 0.06). Our choice: with the raw ratios the decoder never drew
-  # the mouth from entry 0 (a 2026-12-03 probe of a 4,000-step `small` run: sweeping it over the
-  # data's 5-95% mouth opening changed the render by 0.02 RMS where the truth changes by 0.07).
+  # deviations 0.07, 0.05, 0.10, 0.06). Our choice: with the raw ratios the decoder drew almost
+  # no mouth from z_dyn (2026-12-03, README: from a face rendered at the data's 5% and 95% mouth
+  # opening, 4,000-step `small` runs re-render 0.011 RMS of the truth's 0.074 change, at
+  # correlation 0.10; with standardised entries 0.056 at correlation 0.39).
   config.loss.expression_centre = (0.1, 0.3, 0.0, 0.0)
   config.loss.expression_spread = (0.1, 0.05, 0.1, 0.1)
   # Cycle of the pairwise transfer: the motion encoder re-reads D(V_i, z_id_i, pose_i, dyn_j) and

@@ -194,7 +194,11 @@ def test_one_step_same_on_one_and_eight_devices(synthtalk_dir):
   kernel = sharded.generator["decoder"]["projection"]["conv"]["kernel"]  # 32 channels / 4 fsdp
   assert kernel.sharding.spec[-1] == "fsdp" and len(kernel.sharding.device_set) == 8
   for name in single_metrics:
-    np.testing.assert_allclose(sharded_metrics[name], single_metrics[name], rtol=1e-4,
+    # The losses agree to 1e-4. The gradient norm sums the squares of gradients that differ by
+    # up to 1% per leaf between the two programs (see below): 2.6e-4 apart on 2026-12-03, once
+    # the standardised expression targets made it ~78. A sharding bug moves it by O(1).
+    np.testing.assert_allclose(sharded_metrics[name], single_metrics[name],
+                               rtol=1e-3 if name == "generator_grad_norm" else 1e-4,
                                err_msg=name)
   # Every leaf of the state (parameters, both Adam moments, EMA) must have made the same change
   # in this step, to 5% of that change in L2 norm over the leaf: a sharding bug (a missing or
