@@ -219,8 +219,9 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # talking faces (SynthTalk's training frames: means 0.10, 0.31, -0.01, -0.01, standard
   # deviations 0.07, 0.05, 0.10, 0.06). Our choice: with the raw ratios the decoder drew almost
   # no mouth from z_dyn (2026-12-03, README: from a face rendered at the data's 5% and 95% mouth
-  # opening, 4,000-step `small` runs re-render 0.011 RMS of the truth's 0.074 change, at
-  # correlation 0.10; with standardised entries 0.056 at correlation 0.39).
+  # opening, a 4,000-step `small` run re-renders 0.011 RMS of the truth's 0.074 change, at
+  # correlation 0.10; one with standardised entries, colour jitter and the identity cycle 0.056
+  # at correlation 0.39).
   config.loss.expression_centre = (0.1, 0.3, 0.0, 0.0)
   config.loss.expression_spread = (0.1, 0.05, 0.1, 0.1)
   # Cycle of the pairwise transfer: the motion encoder re-reads D(V_i, z_id_i, pose_i, dyn_j) and
