@@ -90,6 +90,8 @@ def _build_mean_face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # their least-squares weights [N].
 MODEL_INDICES, MODEL_POINTS_MM, MODEL_WEIGHTS = _build_mean_face()
 
+JAW = np.arange(0, 17)  # the jaw line, ear to ear through the chin
+NOSE_BASE = 33  # the bottom of the nose between the nostrils
 RIGHT_EYE = np.arange(36, 42)  # the subject's right eye (image left when frontal)
 LEFT_EYE = np.arange(42, 48)
 MOUTH_INDICES = np.arange(48, 68)  # outer and inner lip contours

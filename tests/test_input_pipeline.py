@@ -42,8 +42,9 @@ def test_stage1_batch_shapes_and_dtypes(data_dir):
     assert batch[f"{name}_head_pose"].shape == (4, 3)
     assert batch[f"{name}_gaze"].shape == (4, 2)
   assert batch["speaker"].shape == (4,)
-  assert batch["driver_region_mask"].shape == (4, 16, 16)
-  assert batch["driver_region_mask"].dtype == np.uint8
+  for name in ("driver_region_mask", "source_expression_mask"):
+    assert batch[name].shape == (4, 16, 16)
+    assert batch[name].dtype == np.uint8
 
 
 def test_stage1_same_seed_same_batches_other_seed_other_batches(data_dir):
@@ -263,6 +264,30 @@ def test_face_region_mask_covers_mouth_and_eyes_only():
   assert mask[nose_tip[1], nose_tip[0]] == 0
   assert mask[:, :8].sum() == 0 and mask[:12].sum() == 0  # background and forehead
   assert 0.05 < mask.mean() < 0.3
+
+
+def test_expression_region_mask_holds_what_a_change_of_expression_changes():
+  """On SynthTalk renders, opening the mouth and blinking changes pixels (jaw line included)
+  almost only inside the unchanged frame's mask; background and forehead are outside it."""
+  from data_prep import synthtalk_render as render_lib
+  rng = np.random.default_rng(2)
+  changed_inside, changed = 0, 0
+  for _ in range(6):
+    identity = render_lib.sample_identity(rng)
+    pose = {"yaw": rng.uniform(-25, 25), "pitch": rng.uniform(-12, 12),
+            "roll": rng.uniform(-10, 10)}
+    image, landmarks = render_lib.render_with_landmarks(identity, {**pose, "mouth_open": 0.1}, 64)
+    moved, _ = render_lib.render_with_landmarks(
+        identity, {**pose, "mouth_open": 0.9, "blink": 0.8}, 64)
+    mask = input_pipeline.expression_region_mask(landmarks, 64)
+    assert mask.shape == (64, 64) and mask.dtype == np.uint8
+    assert mask[:, :4].sum() == 0 and mask[:10].sum() == 0  # background and forehead
+    energy = np.square(moved.astype(float) - image.astype(float)).sum(axis=-1)  # [64, 64]
+    changed_inside += np.sum(energy * mask)
+    changed += np.sum(energy)
+    # It holds the mouth and eye boxes of face_region_mask.
+    assert np.all(mask >= input_pipeline.face_region_mask(landmarks, 64))
+  assert changed > 0 and changed_inside / changed > 0.98
 
 
 @pytest.mark.parametrize("flip", [False, True])

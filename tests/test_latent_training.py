@@ -54,6 +54,7 @@ def test_paper_size_init_and_train_step_trace():
   config.pretrained.arcface = "abstract"
   config.loss.region_l1 = 10.0  # off by default at paper size; traced here with the rest
   config.loss.identity_cycle = 5.0  # likewise
+  config.loss.dynamics_locality = 10.0  # likewise
   networks = latent.Networks.from_config(config)
   weights = latent.loss_weights(config)
   assert all(weights[term] > 0 for term in latent.TERM_NETWORK)
@@ -70,7 +71,8 @@ def test_paper_size_init_and_train_step_trace():
     batch[f"{name}_head_pose"] = jax.ShapeDtypeStruct((2, 3), jnp.float32)
     batch[f"{name}_expression"] = jax.ShapeDtypeStruct((2, input_pipeline.EXPRESSION_SIZE),
                                                        jnp.float32)
-  batch["driver_region_mask"] = jax.ShapeDtypeStruct((2, 512, 512), jnp.uint8)
+  for name in ("driver_region_mask", "source_expression_mask"):
+    batch[name] = jax.ShapeDtypeStruct((2, 512, 512), jnp.uint8)
   frozen = {"vgg19": pretrained.abstract_variables(networks.vgg),
             "arcface": pretrained.abstract_variables(networks.arcface)}
   train_step = latent.make_train_step(networks, config, weights, generator_tx, discriminator_tx)
@@ -79,7 +81,7 @@ def test_paper_size_init_and_train_step_trace():
   assert {"loss/l1", "loss/vgg", "loss/face", "loss/identity", "loss/cycle",
           "loss/pairwise_l1", "loss/head_pose", "loss/expression", "loss/transfer_cycle",
           "loss/pose_decorrelation", "loss/region_l1", "loss/identity_cycle",
-          "loss/adversarial", "loss/feature_matching",
+          "loss/dynamics_locality", "loss/adversarial", "loss/feature_matching",
           "loss/discriminator"} <= set(metrics)
 
 

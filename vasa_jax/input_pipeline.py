@@ -157,11 +157,15 @@ class Stage1Sampler:
       head_pose = rec["annotations"]["head_pose"][frame].astype(np.float32)  # [3]
       gaze = rec["annotations"]["gaze"][frame].astype(np.float32)  # [2]
       landmarks = rec["annotations"]["landmarks"][frame]  # [68, 2] crop pixels
-      if name == "driver":
+      if name in ("source", "driver"):
         # Landmarks in the model image's pixels, then moved with the crop's zoom, shift and flip.
         stored_size = Image.open(io.BytesIO(rec["frames"][frame])).size[0]
-        example["driver_region_mask"] = face_region_mask(_augment_points(
-            landmarks * (self.image_size / stored_size), self.image_size, aug), self.image_size)
+        points = _augment_points(landmarks * (self.image_size / stored_size), self.image_size,
+                                 aug)
+        if name == "driver":
+          example["driver_region_mask"] = face_region_mask(points, self.image_size)
+        else:
+          example["source_expression_mask"] = expression_region_mask(points, self.image_size)
       image, head_pose, gaze = _apply_augmentation(image, head_pose, gaze, aug)
       example[f"{name}_image"] = image  # [S, S, 3] uint8
       example[f"{name}_head_pose"] = head_pose  # [3] yaw, pitch, roll degrees
@@ -211,6 +215,24 @@ def face_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     in_y = np.abs(pixel_centres - centre[1]) <= half_height * extent  # [S]
     inside |= in_y[:, None] & in_x[None, :]
   return inside.astype(np.uint8)
+
+
+def expression_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [size, size] mask, 1 where facial dynamics can change a frame of `landmarks`.
+
+  The eyes' boxes of `face_region_mask` (lids, gaze) and the lower face: from the nose base
+  (landmark 33) to below the chin, across the jaw (landmarks 0-16), both extended by 0.15 x the
+  jaw's width, the room a dropping jaw and moving cheeks take. The complement is what a change of
+  expression alone leaves as it is (background, hair, forehead, the upper nose).
+  """
+  pixel_centres = np.arange(size) + 0.5
+  jaw = np.asarray(landmarks, np.float64)[head_geometry.JAW]
+  margin = 0.15 * (np.ptp(jaw[:, 0]) + 1.0)
+  in_x = (pixel_centres >= jaw[:, 0].min() - margin) & (pixel_centres <= jaw[:, 0].max() + margin)
+  in_y = ((pixel_centres >= landmarks[head_geometry.NOSE_BASE][1]) &
+          (pixel_centres <= jaw[:, 1].max() + margin))
+  lower_face = in_y[:, None] & in_x[None, :]
+  return (lower_face | face_region_mask(landmarks, size).astype(bool)).astype(np.uint8)
 
 
 def _augment_points(points: np.ndarray, size: int, aug: dict[str, float]) -> np.ndarray:

@@ -90,8 +90,9 @@ class AppearanceEncoder(nn.Module):
       for block in range(self.blocks_per_stage):
         features = block_2d(channels, self.num_groups, self.dtype, self.param_dtype,
                             name=f"stage{stage}_block{block}")(features)
-    features = layers.activation(layers.GroupNorm(
-        self.num_groups, self.dtype, self.param_dtype, name="norm_2d")(features))
+    # No group norm before the projection: a per-image norm removes the image's colour
+    # statistics, which the volume has to carry (the last residual block's output goes in as is).
+    features = layers.activation(features)
     features = layers.Conv2D(self.volume_channels * self.volume_depth, kernel_size=1,
                              dtype=self.dtype, param_dtype=self.param_dtype,
                              name="to_volume")(features)  # [B, h, w, D*C]

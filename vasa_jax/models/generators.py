@@ -161,8 +161,9 @@ class Decoder2D(nn.Module):
       features = layers.upsample(features, (2, 2))
       features = block_class(step_channels, self.num_groups, self.dtype, self.param_dtype,
                              name=f"upsample{step}")(features, condition)
-    features = layers.activation(layers.GroupNorm(
-        self.num_groups, self.dtype, self.param_dtype, name="final_norm")(features))
+    # No group norm before the RGB conv: a per-image norm would remove the colours the volume
+    # carries, and the codes would have to paint them back (a swap then repaints the frame).
+    features = layers.activation(features)
     rgb = layers.Conv2D(3, dtype=jnp.float32, param_dtype=self.param_dtype,
                         name="to_rgb")(features)  # [B, S, S, 3]
     return jnp.tanh(rgb)

@@ -10,7 +10,9 @@ speaker, and decodes four images in one batched pass of the decoder:
   dynamics_transfer  D(V_i, z_id_i, pose_i, dyn_j)  } pose i and dynamics j, so they should agree
   cross_reenacted    D(V_i, z_id_i, pose_d, dyn_d)  -> should keep I_i's identity (ArcFace cosine)
 The reenactment's L1 is also taken over the driver's mouth and eye boxes alone
-(`config.loss.region_l1`), where facial dynamics show. The rotation part of z_pose is also
+(`config.loss.region_l1`), where facial dynamics show; `dynamics_transfer` keeps the source's
+pose, so outside the source's eyes and lower face it should be the source frame I_i
+(`config.loss.dynamics_locality`). The rotation part of z_pose is also
 pulled towards the data's annotated head pose (the data-preparation tracker's estimate;
 `config.loss.head_pose`), and the first entries of z_dyn towards the expression measured from
 the tracker's landmarks and gaze (mouth and eye opening, gaze in the head, each standardised to
@@ -59,6 +61,7 @@ TERM_NETWORK = {
     "feature_matching": None, "cycle": None, "pairwise_l1": None, "pairwise_vgg": "vgg19",
     "identity": "arcface", "head_pose": None, "expression": None, "transfer_cycle": None,
     "pose_decorrelation": None, "region_l1": None, "identity_cycle": None,
+    "dynamics_locality": None,
 }
 
 
@@ -200,6 +203,10 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
                                            outputs["dynamics_transfer"])}
   if weights["region_l1"]:
     terms["region_l1"] = latent_losses.masked_l1(reenacted, driver, images["driver_region_mask"])
+  if weights["dynamics_locality"]:
+    # dynamics_transfer shows pose i: outside the source's eyes and lower face it is I_i.
+    terms["dynamics_locality"] = latent_losses.masked_l1(
+        outputs["dynamics_transfer"], source, 1 - images["source_expression_mask"])
   if weights["head_pose"]:
     terms["head_pose"] = latent_losses.head_pose_l1(outputs["z_pose"], images["head_pose"])
   if weights["expression"]:
@@ -299,8 +306,10 @@ def make_train_step(networks: Networks, config, weights: dict[str, float],
     # Their measured expressions, in z_dyn's order: [3B, EXPRESSION_SIZE].
     images["expression"] = jnp.concatenate(
         [batch[f"{name}_expression"] for name in ("source", "driver", "cross_identity")])
-    # Mouth and eye boxes of the driver frame (input_pipeline.face_region_mask): [B, S, S].
-    images["driver_region_mask"] = batch["driver_region_mask"]
+    # Mouth and eye boxes of the driver frame (input_pipeline.face_region_mask) and where
+    # expression shows in the source frame (input_pipeline.expression_region_mask): [B, S, S].
+    for name in ("driver_region_mask", "source_expression_mask"):
+      images[name] = batch[name]
     loss_fn = functools.partial(generator_loss, networks, weights, config)
     (total, (terms, outputs)), generator_grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.generator, state.discriminator, frozen, images, rng)
