@@ -163,7 +163,7 @@ def _use_cpu_check_recipe(config: ml_collections.ConfigDict) -> None:
   # (README, stage-1 check, 2026-12-04).
   config.motion_colour_jitter = 0.4
   config.loss.identity_cycle = 5.0
-  config.loss.dynamics_locality = 10.0
+  config.loss.dynamics_locality = 30.0
 
 
 def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> None:
@@ -244,9 +244,10 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # (input_pipeline.face_region_mask, from the tracker's landmarks; ~13% of a 64 px crop), on
   # top of the whole-image `l1`. Our choice: it weights the pixels where facial dynamics show.
   config.loss.region_l1 = 0.0
-  # L1 between the dynamics transfer D(V_i, z_id_i, pose_i, dyn_j) and the source frame I_i
-  # outside the source's eyes and lower face (input_pipeline.expression_region_mask, ~1/3 of a
-  # crop): it keeps pose i, so only the expression may differ from I_i, and only there. Our choice: without it, a z_dyn
+  # L1 between the dynamics transfers D(V_i, z_id_i, pose_i, dyn_j) and D(V_i, z_id_i, pose_i,
+  # dyn_d) (the other speaker's dynamics; a fifth decode while this is on) and the source frame
+  # I_i outside the source's eyes and lower face (input_pipeline.expression_region_mask, ~1/3 of
+  # a crop): they keep pose i, so only the expression may differ from I_i, and only there. Our choice: without it, a z_dyn
   # swap also repainted colours and outlines across the frame, and the swapped render lost more
   # over the rest of the frame than it won in the dynamics region (README). Real expressions also
   # move cheeks and brows a little, which this term resists: off at paper size.

@@ -11,7 +11,8 @@ speaker, and decodes four images in one batched pass of the decoder:
   cross_reenacted    D(V_i, z_id_i, pose_d, dyn_d)  -> should keep I_i's identity (ArcFace cosine)
 The reenactment's L1 is also taken over the driver's mouth and eye boxes alone
 (`config.loss.region_l1`), where facial dynamics show; `dynamics_transfer` keeps the source's
-pose, so outside the source's eyes and lower face it should be the source frame I_i
+pose, so outside the source's eyes and lower face it should be the source frame I_i, and so
+should a fifth decode, D(V_i, z_id_i, pose_i, dyn_d), with the other speaker's dynamics
 (`config.loss.dynamics_locality`). The rotation part of z_pose is also
 pulled towards the data's annotated head pose (the data-preparation tracker's estimate;
 `config.loss.head_pose`), and the first entries of z_dyn towards the expression measured from
@@ -153,11 +154,14 @@ def jitter_colours(images: jax.Array, rng: Optional[jax.Array], strength: float)
 def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
                       source: jax.Array, driver: jax.Array, cross_identity: jax.Array,
                       colour_jitter: float = 0.0,
-                      rng: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+                      rng: Optional[jax.Array] = None,
+                      cross_dynamics_transfer: bool = False) -> dict[str, jax.Array]:
   """The four decoded images of a step plus the codes they came from (see the module doc).
 
   With `colour_jitter` > 0 the motion encoder reads the frames through `jitter_colours` (drawn
-  from `rng`); the appearance encoder and the targets see them unchanged.
+  from `rng`); the appearance encoder and the targets see them unchanged. With
+  `cross_dynamics_transfer` a fifth image D(V_i, z_id_i, pose_i, dyn_d) is decoded in the same
+  pass: the source with the other speaker's dynamics code.
   """
   variables = {"params": params}
   batch = source.shape[0]
@@ -173,16 +177,17 @@ def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
       method=autoencoder_lib.FaceAutoencoder.encode_appearance)
   volume_i, volume_j = jnp.split(volumes, 2)
   id_i, id_j = jnp.split(identities, 2)
-  decoded = autoencoder.apply(  # [4B, S, S, 3]
-      variables,
-      jnp.concatenate([volume_i, volume_j, volume_i, volume_i]),
-      jnp.concatenate([id_i, id_j, id_i, id_i]),
-      jnp.concatenate([pose_j, pose_i, pose_i, pose_d]),
-      jnp.concatenate([dyn_j, dyn_j, dyn_j, dyn_d]),
+  # (V, z_id, z_pose, z_dyn) of each decoded image, in the order of `names`.
+  names = ["reenacted", "pose_transfer", "dynamics_transfer", "cross_reenacted"]
+  codes = [(volume_i, id_i, pose_j, dyn_j), (volume_j, id_j, pose_i, dyn_j),
+           (volume_i, id_i, pose_i, dyn_j), (volume_i, id_i, pose_d, dyn_d)]
+  if cross_dynamics_transfer:
+    names.append("cross_dynamics_transfer")
+    codes.append((volume_i, id_i, pose_i, dyn_d))
+  decoded = autoencoder.apply(  # [len(names) * B, S, S, 3]
+      variables, *(jnp.concatenate(list(parts)) for parts in zip(*codes)),
       method=autoencoder_lib.FaceAutoencoder.decode)
-  reenacted, pose_transfer, dynamics_transfer, cross_reenacted = jnp.split(decoded, 4)
-  return {"reenacted": reenacted, "pose_transfer": pose_transfer,
-          "dynamics_transfer": dynamics_transfer, "cross_reenacted": cross_reenacted,
+  return {**dict(zip(names, jnp.split(decoded, len(names)))),
           "driver_dyn": dyn_j, "cross_identity_dyn": dyn_d, "z_pose": z_pose, "z_dyn": z_dyn,
           "source_identity": id_i}
 
@@ -196,7 +201,8 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
   batch = source.shape[0]
   frames_rng, renders_rng = jax.random.split(rng)
   outputs = generator_outputs(networks.autoencoder, params, source, driver,
-                              images["cross_identity"], config.motion_colour_jitter, frames_rng)
+                              images["cross_identity"], config.motion_colour_jitter, frames_rng,
+                              cross_dynamics_transfer=bool(weights["dynamics_locality"]))
   reenacted = outputs["reenacted"]
   terms = {"l1": latent_losses.l1(reenacted, driver),
            "pairwise_l1": latent_losses.l1(outputs["pose_transfer"],
@@ -204,9 +210,12 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
   if weights["region_l1"]:
     terms["region_l1"] = latent_losses.masked_l1(reenacted, driver, images["driver_region_mask"])
   if weights["dynamics_locality"]:
-    # dynamics_transfer shows pose i: outside the source's eyes and lower face it is I_i.
+    # Both dynamics transfers (the driver's and the other speaker's dyn) show pose i: outside
+    # the source's eyes and lower face they are I_i.
+    outside = 1 - images["source_expression_mask"]  # [B, S, S]
     terms["dynamics_locality"] = latent_losses.masked_l1(
-        outputs["dynamics_transfer"], source, 1 - images["source_expression_mask"])
+        jnp.concatenate([outputs["dynamics_transfer"], outputs["cross_dynamics_transfer"]]),
+        jnp.concatenate([source, source]), jnp.concatenate([outside, outside]))
   if weights["head_pose"]:
     terms["head_pose"] = latent_losses.head_pose_l1(outputs["z_pose"], images["head_pose"])
   if weights["expression"]:
