@@ -270,16 +270,23 @@ def test_evaluation_writes_psnr_and_an_image_grid(synthtalk_dir):
   assert grid.shape == (1, 2 * 64, 6 * 64, 3) and grid.dtype == np.uint8
 
 
-def test_identity_cycle_reads_the_cross_reenactment_with_frozen_identity_weights(synthtalk_dir):
+def one_term_setup(synthtalk_dir, term_on: str):
+  """The tiny model's initial parameters, a train batch of 2 and weights with only `term_on`
+  at 1: (config, networks, weights, params, batch, images in [-1, 1])."""
   config = tiny_config(synthtalk_dir)
   networks = latent.Networks.from_config(config)
   weights = {term: 0.0 for term in latent.TERM_NETWORK}
-  weights["identity_cycle"] = 1.0
+  weights[term_on] = 1.0
   params = nn.meta.unbox(latent.make_init_state(networks, config)[0](jax.random.key(0)).generator)
   batch = next(input_pipeline.stage1_iterator(synthtalk_dir, "train", batch_size=2,
                                               image_size=64, seed=0))
   images = {name: latent.to_model_range(batch[f"{name}_image"])
             for name in ("source", "driver", "cross_identity")}
+  return config, networks, weights, params, batch, images
+
+
+def test_identity_cycle_reads_the_cross_reenactment_with_frozen_identity_weights(synthtalk_dir):
+  config, networks, weights, params, _, images = one_term_setup(synthtalk_dir, "identity_cycle")
   encode_identity = autoencoder_lib.FaceAutoencoder.encode_identity
 
   def term(params):
@@ -316,15 +323,8 @@ def test_dynamics_locality_compares_both_dynamics_transfers_with_the_source_outs
     synthtalk_dir):
   """The term is the L1 of D(V_i, id_i, pose_i, dyn_j) and D(V_i, id_i, pose_i, dyn_d) against
   I_i over the pixels outside the source's expression mask, each decoded on its own."""
-  config = tiny_config(synthtalk_dir)
-  networks = latent.Networks.from_config(config)
-  weights = {term: 0.0 for term in latent.TERM_NETWORK}
-  weights["dynamics_locality"] = 1.0
-  params = nn.meta.unbox(latent.make_init_state(networks, config)[0](jax.random.key(0)).generator)
-  batch = next(input_pipeline.stage1_iterator(synthtalk_dir, "train", batch_size=2,
-                                              image_size=64, seed=0))
-  images = {name: latent.to_model_range(batch[f"{name}_image"])
-            for name in ("source", "driver", "cross_identity")}
+  config, networks, weights, params, batch, images = one_term_setup(synthtalk_dir,
+                                                                     "dynamics_locality")
   images["source_expression_mask"] = jnp.asarray(batch["source_expression_mask"])
   assert 0 < batch["source_expression_mask"].mean() < 0.6
   total, (terms, _) = latent.generator_loss(networks, weights, config, params, None, {}, images,
