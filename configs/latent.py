@@ -247,10 +247,11 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # L1 between the dynamics transfers D(V_i, z_id_i, pose_i, dyn_j) and D(V_i, z_id_i, pose_i,
   # dyn_d) (the other speaker's dynamics; a fifth decode while this is on) and the source frame
   # I_i outside the source's eyes and lower face (input_pipeline.expression_region_mask, ~1/3 of
-  # a crop): they keep pose i, so only the expression may differ from I_i, and only there. Our choice: without it, a z_dyn
-  # swap also repainted colours and outlines across the frame, and the swapped render lost more
-  # over the rest of the frame than it won in the dynamics region (README). Real expressions also
-  # move cheeks and brows a little, which this term resists: off at paper size.
+  # a crop): they keep pose i, so only the expression may differ from I_i, and only there. Our
+  # choice: without it, a z_dyn swap also repainted colours and outlines across the frame, and
+  # the swapped render lost more over the rest of the frame than it won in the dynamics region
+  # (README). Real expressions also move cheeks and brows a little, which this term resists: off
+  # at paper size.
   config.loss.dynamics_locality = 0.0
   # Cosine distance between the source's z_id and the z_id that the model's own identity encoder
   # (its weights frozen for this read) reads from the cross-identity reenactment. Our choice, a

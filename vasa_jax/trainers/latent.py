@@ -156,7 +156,8 @@ def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
                       colour_jitter: float = 0.0,
                       rng: Optional[jax.Array] = None,
                       cross_dynamics_transfer: bool = False) -> dict[str, jax.Array]:
-  """The four decoded images of a step plus the codes they came from (see the module doc).
+  """The decoded images of a step (four, or five with `cross_dynamics_transfer`) plus the codes
+  they came from (see the module doc).
 
   With `colour_jitter` > 0 the motion encoder reads the frames through `jitter_colours` (drawn
   from `rng`); the appearance encoder and the targets see them unchanged. With
@@ -213,9 +214,9 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
     # Both dynamics transfers (the driver's and the other speaker's dyn) show pose i: outside
     # the source's eyes and lower face they are I_i.
     outside = 1 - images["source_expression_mask"]  # [B, S, S]
-    terms["dynamics_locality"] = latent_losses.masked_l1(
-        jnp.concatenate([outputs["dynamics_transfer"], outputs["cross_dynamics_transfer"]]),
-        jnp.concatenate([source, source]), jnp.concatenate([outside, outside]))
+    terms["dynamics_locality"] = 0.5 * sum(
+        latent_losses.masked_l1(outputs[name], source, outside)
+        for name in ("dynamics_transfer", "cross_dynamics_transfer"))
   if weights["head_pose"]:
     terms["head_pose"] = latent_losses.head_pose_l1(outputs["z_pose"], images["head_pose"])
   if weights["expression"]:
