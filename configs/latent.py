@@ -10,11 +10,12 @@ Variants (after the colon):
   tiny: 64x64 input, narrow layers and single residual blocks (0.2M parameters); a forward and
       backward pass at batch 4 takes ~0.1 s on a CPU once compiled (for tests and smoke runs).
   small: tiny's widths with the volume at H/4 (8 x 4 x 16 x 16), a shorter decoder that also
-      modulates on z_dyn, and a spatial readout of the motion encoder (0.25M parameters); about
-      2.5x tiny's step time. It carries the recipe of the CPU learning checks
-      (`experiments/latent_synthtalk.py`, `experiments/motion_synthtalk.py`): 4,000 steps at a
-      1e-3 peak learning rate, GAN terms off, an extra L1 on the mouth and eye boxes.
-Print the parameter counts with `python -m vasa_jax.models.autoencoder 512 256 tiny`.
+      modulates on z_dyn, a spatial readout of the motion encoder and a z_dyn of the four
+      measured expression entries alone (0.22M parameters); about 2.5x tiny's step time. It
+      carries the recipe of the CPU learning checks (`experiments/latent_synthtalk.py`,
+      `experiments/motion_synthtalk.py`): 4,000 steps at a 1e-3 peak learning rate, GAN terms
+      off, an extra L1 on the mouth and eye boxes, the locality of the dynamics transfer.
+Print the parameter counts with `python -m vasa_jax.models.autoencoder 512 256 tiny small`.
 Where the papers are silent (block counts, warping-generator widths, pose bounds), the values are
 this project's choices, noted per field.
 """
@@ -164,6 +165,12 @@ def _use_cpu_check_recipe(config: ml_collections.ConfigDict) -> None:
   config.motion_colour_jitter = 0.4
   config.loss.identity_cycle = 5.0
   config.loss.dynamics_locality = 30.0
+  # SynthTalk's facial dynamics are exactly the four measured ones (mouth, lids, gaze): z_dyn
+  # carries those alone. Free entries carried the other speaker's looks, which a cross-speaker
+  # swap painted onto the source (README, stage-1 check, 2026-12-06); with no free entries the
+  # decorrelation term has nothing to act on.
+  config.model.dyn_dim = 4
+  config.loss.pose_decorrelation = 0.0
 
 
 def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> None:
@@ -221,15 +228,15 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   config.loss.expression = 10.0
   # z_dyn's supervised entries carry (measure - centre) / spread, so that they vary by about 1 like
   # the free entries (the raw ratios vary by ~0.05). Order of input_pipeline.EXPRESSION_NAMES:
-  # mouth opening / width, eye aspect ratio, gaze theta and phi in the head (radians); typical
-  # talking faces (SynthTalk's training frames: means 0.10, 0.31, -0.01, -0.01, standard
-  # deviations 0.07, 0.05, 0.10, 0.06). Our choice: with the raw ratios the decoder drew almost
-  # no mouth from z_dyn (2026-12-03, README: from a face rendered at the data's 5% and 95% mouth
-  # opening, a 4,000-step `small` run re-renders 0.011 RMS of the truth's 0.074 change, at
-  # correlation 0.10; one with standardised entries, colour jitter and the identity cycle 0.056
-  # at correlation 0.39).
-  config.loss.expression_centre = (0.1, 0.3, 0.0, 0.0)
-  config.loss.expression_spread = (0.1, 0.05, 0.1, 0.1)
+  # mouth opening / width, eye aspect ratio over the clip's open-eye one, gaze theta and phi in
+  # the head (radians); typical talking faces (SynthTalk's training frames: means 0.10, 0.97,
+  # -0.01, -0.01, standard deviations 0.07, 0.16, 0.10, 0.06). Our choice: with the raw ratios
+  # the decoder drew almost no mouth from z_dyn (2026-12-03, README: from a face rendered at the
+  # data's 5% and 95% mouth opening, a 4,000-step `small` run re-renders 0.011 RMS of the
+  # truth's 0.074 change, at correlation 0.10; one with standardised entries, colour jitter and
+  # the identity cycle 0.056 at correlation 0.39).
+  config.loss.expression_centre = (0.1, 1.0, 0.0, 0.0)
+  config.loss.expression_spread = (0.1, 0.15, 0.1, 0.1)
   # Cycle of the pairwise transfer: the motion encoder re-reads D(V_i, z_id_i, pose_i, dyn_j) and
   # its dynamics code should be dyn_j (CosFace like `cycle`). Our choice: it penalises a z_dyn
   # that carries the driver's head pose, which the same-pose `cycle` cannot see.

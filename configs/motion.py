@@ -11,8 +11,9 @@ Variants (after the colon):
       paper gives no W or K; JoyVASA uses these); motion = [z_pose (7), z_dyn (256)] of
       configs/latent.py's paper model; audio = Wav2Vec2-base hidden states (768).
   tiny: 2 layers, 64 wide, window 25, 5 previous frames, log-mel audio features (no pretrained
-      weights needed), motion = [z_pose (7), z_dyn (16)] of configs/latent.py:tiny or :small;
-      trains on a CPU.
+      weights needed), motion = [z_pose (7), z_dyn (16)] of configs/latent.py:tiny (for
+      :small's 4-entry z_dyn set model.motion_dim = 11, as experiments/motion_synthtalk.py
+      does); trains on a CPU.
 `model.motion_dim` and `model.audio_dim` must match the stage-2 shards (the trainer checks the
 manifest written by `data_prep.extract_motion` and names any mismatch).
 """

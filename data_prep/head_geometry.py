@@ -272,14 +272,17 @@ def distance_proxy(interocular_pixels: np.ndarray | float,
   return records.REFERENCE_INTEROCULAR * frame_short_side / np.asarray(interocular_pixels)
 
 
-def eye_aspect_ratio(landmarks: np.ndarray) -> float:
-  """Mean eye aspect ratio of both eyes (lid opening / eye width; ~0.3 open, < 0.15 closed)."""
+def eye_aspect_ratio(landmarks: np.ndarray) -> np.ndarray:
+  """Mean eye aspect ratio of both eyes (lid opening / eye width; ~0.3 open, < 0.15 closed).
+
+  landmarks [..., 68, 2] -> [...] (a 0-d array for one frame's [68, 2]).
+  """
   ratios = []
   for eye in (RIGHT_EYE, LEFT_EYE):
-    p = landmarks[eye]
-    opening = np.linalg.norm(p[1] - p[5]) + np.linalg.norm(p[2] - p[4])
-    ratios.append(opening / (2.0 * np.linalg.norm(p[0] - p[3]) + 1e-9))
-  return float(np.mean(ratios))
+    p = np.moveaxis(np.asarray(landmarks)[..., eye, :], -2, 0)  # [6, ..., 2]
+    opening = np.linalg.norm(p[1] - p[5], axis=-1) + np.linalg.norm(p[2] - p[4], axis=-1)
+    ratios.append(opening / (2.0 * np.linalg.norm(p[0] - p[3], axis=-1) + 1e-9))
+  return np.mean(ratios, axis=0)
 
 
 def mouth_aspect_ratio(landmarks: np.ndarray) -> float:

@@ -218,6 +218,7 @@ def main():
   seconds["stage1_training"] = train_stage(latent_trainer, latent, paths["latent"])
 
   stage2 = motion_config.get_config("tiny")
+  stage2.model.motion_dim = motion_config.POSE_DIM + latent.model.dyn_dim  # [z_pose, z_dyn]
   start = time.perf_counter()
   extract_motion.extract(paths["latent"], paths["synthtalk"], paths["motion_data"], stage2)
   seconds["extraction"] = time.perf_counter() - start

@@ -219,8 +219,9 @@ def test_expression_measures_follow_synthtalk_ground_truth_dynamics_not_pose():
   _, landmarks = render_lib.render_frames(identity, factors, 128)
   gaze = render_lib.camera_gaze(factors)
   column = dict(zip(render_lib.FACTOR_NAMES, factors.T))
+  open_eye = input_pipeline.open_eye_ratio(landmarks)
   measures = np.stack([input_pipeline.expression_measures(
-      landmarks[t], factors[t, :3].astype(np.float32), gaze[t]) for t in range(count)])
+      landmarks[t], factors[t, :3].astype(np.float32), gaze[t], open_eye) for t in range(count)])
   assert measures.shape == (count, input_pipeline.EXPRESSION_SIZE)
   assert measures.dtype == np.float32
   correlation = lambda a, b: np.corrcoef(a, b)[0, 1]
@@ -230,6 +231,38 @@ def test_expression_measures_follow_synthtalk_ground_truth_dynamics_not_pose():
   np.testing.assert_allclose(measures[:, 2], np.deg2rad(column["eye_theta"]), atol=0.06)
   np.testing.assert_allclose(measures[:, 3], np.deg2rad(column["eye_phi"]), atol=0.06)
   assert abs(correlation(measures[:, 0], column["yaw"])) < 0.5
+
+
+def test_eye_opening_over_the_clips_open_eye_does_not_depend_on_the_eyes_shape():
+  from data_prep import head_geometry
+  from data_prep import synthtalk_render as render_lib
+  rng = np.random.default_rng(0)
+  raw, relative = [], []  # per identity: [open-eye mean, half-blink]
+  for _ in range(8):
+    identity = render_lib.sample_identity(rng)
+    factors = np.stack([render_lib.factors_to_vector(
+        {"yaw": rng.uniform(-10, 10), "mouth_open": rng.uniform(0, 1), "blink": blink})
+        for blink in [0.0] * 7 + [0.6]])  # a clip of open eyes with one half-closed frame
+    _, landmarks = render_lib.render_frames(identity, factors, 128)
+    ratios = head_geometry.eye_aspect_ratio(landmarks)  # [8], one per frame
+    np.testing.assert_allclose(ratios[3], head_geometry.eye_aspect_ratio(landmarks[3]))
+    gaze = render_lib.camera_gaze(factors)
+    open_eye = input_pipeline.open_eye_ratio(landmarks)
+    assert open_eye == pytest.approx(np.median(ratios))
+    eye_opening = np.array([input_pipeline.expression_measures(
+        landmarks[t], factors[t, :3].astype(np.float32), gaze[t], open_eye)[1]
+        for t in range(8)])
+    np.testing.assert_allclose(eye_opening, ratios / open_eye, rtol=1e-5)
+    raw.append([ratios[:7].mean(), ratios[7]])
+    relative.append([eye_opening[:7].mean(), eye_opening[7]])
+  for values, open_spread_bound in ((np.array(raw), (0.05, np.inf)),
+                                    (np.array(relative), (0.0, 0.02))):
+    blink_effect = np.mean(values[:, 0] - values[:, 1])
+    # How much open eyes differ between faces, against what half a blink changes: the raw
+    # ratio's faces differ by ~0.1 of it (a swap would carry the driver's eye shape), the
+    # ratio over the clip's open eye by ~0.002.
+    assert open_spread_bound[0] < values[:, 0].std() / blink_effect < open_spread_bound[1]
+  assert np.all(np.array(relative)[:, 1] < 0.6)  # half a blink reads as closing, on every face
 
 
 def test_stage1_expression_is_flip_invariant_except_the_horizontal_gaze(data_dir):

@@ -95,6 +95,17 @@ def test_missing_pretrained_weights_turn_their_terms_off_and_say_so(caplog):
   assert "config.pretrained.arcface names no weight file" in caplog.text
 
 
+def test_decorrelation_without_free_dynamics_entries_is_refused():
+  config = latent_config.get_config("small")
+  assert config.model.dyn_dim == input_pipeline.EXPRESSION_SIZE  # no free entries
+  assert latent.loss_weights(config)["pose_decorrelation"] == 0.0
+  config.loss.pose_decorrelation = 10.0
+  with pytest.raises(ValueError, match="model.dyn_dim 4 leaves none beside the 4"):
+    latent.loss_weights(config)
+  config.model.dyn_dim = 5
+  assert latent.loss_weights(config)["pose_decorrelation"] == 10.0
+
+
 def test_cosface_loss_rewards_matching_descriptors():
   rng = np.random.default_rng(0)
   descriptors = jnp.asarray(rng.normal(size=(6, 8)), jnp.float32)

@@ -149,10 +149,13 @@ class Stage1Sampler:
 
     pair_aug = _sample_augmentation(self.augmentation, rng)
     other_aug = _sample_augmentation(self.augmentation, rng)
+    record_open_eye = open_eye_ratio(record["annotations"]["landmarks"])
+    other_open_eye = open_eye_ratio(other["annotations"]["landmarks"])
     example = {}
-    for name, rec, frame, aug in (("source", record, source_frame, pair_aug),
-                                  ("driver", record, driver_frame, pair_aug),
-                                  ("cross_identity", other, other_frame, other_aug)):
+    for name, rec, frame, aug, open_eye in (
+        ("source", record, source_frame, pair_aug, record_open_eye),
+        ("driver", record, driver_frame, pair_aug, record_open_eye),
+        ("cross_identity", other, other_frame, other_aug, other_open_eye)):
       image = decode_frame(rec["frames"][frame], self.image_size)
       head_pose = rec["annotations"]["head_pose"][frame].astype(np.float32)  # [3]
       gaze = rec["annotations"]["gaze"][frame].astype(np.float32)  # [2]
@@ -171,7 +174,7 @@ class Stage1Sampler:
       example[f"{name}_head_pose"] = head_pose  # [3] yaw, pitch, roll degrees
       example[f"{name}_gaze"] = gaze  # [2] theta, phi degrees
       example[f"{name}_expression"] = expression_measures(  # [EXPRESSION_SIZE]
-          landmarks, head_pose, gaze)
+          landmarks, head_pose, gaze, open_eye)
     example["speaker"] = np.int32(self.reader.index.speaker_ids[record_index])
     example["cross_identity_speaker"] = np.int32(self.reader.index.speaker_ids[other_index])
     return example
@@ -182,18 +185,30 @@ EXPRESSION_NAMES = ("mouth_opening", "eye_opening", "gaze_theta_in_head", "gaze_
 EXPRESSION_SIZE = len(EXPRESSION_NAMES)
 
 
-def expression_measures(landmarks: np.ndarray, head_pose: np.ndarray,
-                        gaze: np.ndarray) -> np.ndarray:
+def open_eye_ratio(clip_landmarks: np.ndarray) -> float:
+  """The eye aspect ratio of a clip's open eyes: its median over the frames ([T, 68, 2]
+  landmarks); blinks are brief, so the median frame has its eyes open."""
+  return float(np.median(head_geometry.eye_aspect_ratio(clip_landmarks)))
+
+
+def expression_measures(landmarks: np.ndarray, head_pose: np.ndarray, gaze: np.ndarray,
+                        clip_open_eye_ratio: float) -> np.ndarray:
   """A frame's facial dynamics measured from its annotations -> float32 [EXPRESSION_SIZE].
 
-  (mouth opening / mouth width, mean eye aspect ratio of both eyes, gaze theta and phi relative
-  to the head in radians: the camera-space gaze minus the head's yaw and pitch). The ratios come
-  from the tracker's landmarks and do not change under the crop's zoom, shift or flip; the flip
-  is applied to `head_pose` and `gaze` ([3] and [2] degrees) before they come here.
+  (mouth opening / mouth width; eye opening: the mean eye aspect ratio of both eyes over the
+  clip's open-eye one, `open_eye_ratio`, so ~1 with the eyes open and ~0.3 closed whatever the
+  eyes' shape; gaze theta and phi relative to the head in radians: the camera-space gaze minus
+  the head's yaw and pitch). The raw eye aspect ratio differs between faces (on SynthTalk a
+  per-speaker offset of a third of its standard deviation), so a z_dyn carrying it would give a
+  cross-speaker swap the driver's eye shape; over the clip's own open eye that offset falls to
+  2% of it. The ratios come from the tracker's landmarks and do not change under the crop's
+  zoom, shift or flip; the flip is applied to `head_pose` and `gaze` ([3] and [2] degrees)
+  before they come here.
   """
   gaze_in_head = np.deg2rad(gaze - head_pose[:2])
-  return np.array([head_geometry.mouth_aspect_ratio(landmarks),
-                   head_geometry.eye_aspect_ratio(landmarks), *gaze_in_head], np.float32)
+  eye_opening = head_geometry.eye_aspect_ratio(landmarks) / max(clip_open_eye_ratio, 1e-6)
+  return np.array([head_geometry.mouth_aspect_ratio(landmarks), eye_opening, *gaze_in_head],
+                  np.float32)
 
 
 def face_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:

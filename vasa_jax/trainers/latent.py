@@ -97,7 +97,10 @@ class Networks:
 
 
 def loss_weights(config) -> dict[str, float]:
-  """`config.loss` weights with the terms whose pretrained network is missing set to 0."""
+  """`config.loss` weights with the terms whose pretrained network is missing set to 0.
+
+  Raises ValueError for a decorrelation term with no free z_dyn entries to act on.
+  """
   available = {None: True, "vgg19": bool(config.pretrained.vgg19),
                "arcface": bool(config.pretrained.arcface)}
   weights = {}
@@ -108,6 +111,13 @@ def loss_weights(config) -> dict[str, float]:
                       "file", term, weight, network)
       weight = 0.0
     weights[term] = weight
+  num_supervised = input_pipeline.EXPRESSION_SIZE if weights["expression"] else 0
+  if weights["pose_decorrelation"] and config.model.dyn_dim <= num_supervised:
+    raise ValueError(
+        f"loss.pose_decorrelation ({weights['pose_decorrelation']:g}) acts on z_dyn's free "
+        f"entries, but model.dyn_dim {config.model.dyn_dim} leaves none beside the "
+        f"{num_supervised} expression-supervised ones: raise model.dyn_dim or set "
+        "loss.pose_decorrelation=0")
   return weights
 
 
@@ -225,7 +235,7 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
         config.loss.expression_spread)
   if weights["pose_decorrelation"]:
     # z_dyn's free entries (all but the expression-supervised ones) against the head pose code.
-    num_supervised = images["expression"].shape[-1] if weights["expression"] else 0
+    num_supervised = input_pipeline.EXPRESSION_SIZE if weights["expression"] else 0
     terms["pose_decorrelation"] = latent_losses.cross_correlation(
         outputs["z_dyn"][:, num_supervised:], jax.lax.stop_gradient(outputs["z_pose"]))
   if weights["vgg"] or weights["pairwise_vgg"]:
