@@ -119,22 +119,27 @@ def test_cosface_loss_rewards_matching_descriptors():
 
 
 def test_tiny_model_overfits_a_handful_of_frames(synthtalk_dir):
+  # Two frame pairs and the reconstruction objective alone (the pairwise, cycle and GAN terms
+  # have their own tests): the reenacted frame should memorise its driver.
   config = tiny_config(synthtalk_dir)
-  for term in ("adversarial", "feature_matching", "cycle", "pose_decorrelation"):
+  for term in ("adversarial", "feature_matching", "cycle", "pose_decorrelation", "pairwise_l1",
+               "transfer_cycle"):
     config.loss[term] = 0.0
+  # A high rate cosine-decayed over the 60 steps, so that the last steps settle.
+  config.total_steps = 60
   config.optimizer.learning_rate = 3e-3
-  config.optimizer.final_learning_rate = 3e-3
+  config.optimizer.final_learning_rate = 1e-4
   networks = latent.Networks.from_config(config)
   weights = latent.loss_weights(config)
   init_state, generator_tx, discriminator_tx = latent.make_init_state(networks, config)
   state = jax.jit(lambda rng: nn.meta.unbox(init_state(rng)))(loop.root_rng(config))
-  batch = next(input_pipeline.stage1_iterator(synthtalk_dir, "train", batch_size=4,
+  batch = next(input_pipeline.stage1_iterator(synthtalk_dir, "train", batch_size=2,
                                               image_size=64, seed=0))
   train_step = jax.jit(latent.make_train_step(networks, config, weights, generator_tx,
                                               discriminator_tx))
   frozen = {"vgg19": None, "arcface": None}
   losses = []
-  for step in range(80):
+  for step in range(config.total_steps):
     state, metrics = train_step(state, batch, jax.random.fold_in(loop.root_rng(config), step),
                                 frozen)
     losses.append(float(metrics["loss/l1"]))
@@ -144,7 +149,7 @@ def test_tiny_model_overfits_a_handful_of_frames(synthtalk_dir):
   final_psnr = float(metrics["psnr/reenacted"])
   print(f"l1 {losses[0]:.3f} -> {losses[-1]:.3f}; PSNR {final_psnr:.1f} dB vs mean-colour "
         f"baseline {baseline_psnr:.1f} dB")
-  assert losses[-1] < losses[0] / 3
+  assert losses[-1] < losses[0] / 5
   assert final_psnr > baseline_psnr + 5.0
 
 
