@@ -95,15 +95,20 @@ def test_missing_pretrained_weights_turn_their_terms_off_and_say_so(caplog):
   assert "config.pretrained.arcface names no weight file" in caplog.text
 
 
-def test_decorrelation_without_free_dynamics_entries_is_refused():
+def test_decorrelation_acts_on_free_entries_or_on_all_and_never_on_none():
   config = latent_config.get_config("small")
   assert config.model.dyn_dim == input_pipeline.EXPRESSION_SIZE  # no free entries
-  assert latent.loss_weights(config)["pose_decorrelation"] == 0.0
-  config.loss.pose_decorrelation = 10.0
+  weights = latent.loss_weights(config)
+  assert weights["pose_decorrelation"] == 10.0
+  assert latent.undecorrelated_entries(config, weights) == 0  # all four entries
+  config.loss.decorrelate_expression = False  # the free entries alone: there are none
+  assert latent.undecorrelated_entries(config, weights) == input_pipeline.EXPRESSION_SIZE
   with pytest.raises(ValueError, match="model.dyn_dim 4 leaves none beside the 4"):
     latent.loss_weights(config)
   config.model.dyn_dim = 5
   assert latent.loss_weights(config)["pose_decorrelation"] == 10.0
+  config.loss.expression = 0.0  # nothing supervised: every entry is free
+  assert latent.undecorrelated_entries(config, latent.loss_weights(config)) == 0
 
 
 def test_cosface_loss_rewards_matching_descriptors():

@@ -111,14 +111,22 @@ def loss_weights(config) -> dict[str, float]:
                       "file", term, weight, network)
       weight = 0.0
     weights[term] = weight
-  num_supervised = input_pipeline.EXPRESSION_SIZE if weights["expression"] else 0
-  if weights["pose_decorrelation"] and config.model.dyn_dim <= num_supervised:
+  skipped = undecorrelated_entries(config, weights)
+  if weights["pose_decorrelation"] and config.model.dyn_dim <= skipped:
     raise ValueError(
         f"loss.pose_decorrelation ({weights['pose_decorrelation']:g}) acts on z_dyn's free "
         f"entries, but model.dyn_dim {config.model.dyn_dim} leaves none beside the "
-        f"{num_supervised} expression-supervised ones: raise model.dyn_dim or set "
-        "loss.pose_decorrelation=0")
+        f"{skipped} expression-supervised ones: raise model.dyn_dim, set "
+        "loss.decorrelate_expression=True or set loss.pose_decorrelation=0")
   return weights
+
+
+def undecorrelated_entries(config, weights: dict[str, float]) -> int:
+  """How many leading z_dyn entries the pose decorrelation leaves alone: the expression-
+  supervised ones, unless `config.loss.decorrelate_expression`."""
+  if config.loss.decorrelate_expression or not weights["expression"]:
+    return 0
+  return input_pipeline.EXPRESSION_SIZE
 
 
 def load_frozen(config) -> dict[str, Any]:
@@ -234,10 +242,10 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
         outputs["z_dyn"], images["expression"], config.loss.expression_centre,
         config.loss.expression_spread)
   if weights["pose_decorrelation"]:
-    # z_dyn's free entries (all but the expression-supervised ones) against the head pose code.
-    num_supervised = input_pipeline.EXPRESSION_SIZE if weights["expression"] else 0
+    # z_dyn's entries (the free ones, or all: `undecorrelated_entries`) against the pose code.
+    skipped = undecorrelated_entries(config, weights)
     terms["pose_decorrelation"] = latent_losses.cross_correlation(
-        outputs["z_dyn"][:, num_supervised:], jax.lax.stop_gradient(outputs["z_pose"]))
+        outputs["z_dyn"][:, skipped:], jax.lax.stop_gradient(outputs["z_pose"]))
   if weights["vgg"] or weights["pairwise_vgg"]:
     terms["vgg"] = perceptual.vgg_perceptual_loss(frozen["vgg19"], reenacted, driver,
                                                   model=networks.vgg)
