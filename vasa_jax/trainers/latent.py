@@ -99,7 +99,8 @@ class Networks:
 def loss_weights(config) -> dict[str, float]:
   """`config.loss` weights with the terms whose pretrained network is missing set to 0.
 
-  Raises ValueError for a decorrelation term with no free z_dyn entries to act on.
+  Raises ValueError for a decorrelation term left no z_dyn entries to act on
+  (`undecorrelated_entries`).
   """
   available = {None: True, "vgg19": bool(config.pretrained.vgg19),
                "arcface": bool(config.pretrained.arcface)}
