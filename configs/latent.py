@@ -173,6 +173,10 @@ def _use_cpu_check_recipe(config: ml_collections.ConfigDict) -> None:
   # (SynthTalk's expression factors are drawn independently of the head pose).
   config.model.dyn_dim = 4
   config.loss.decorrelate_expression = True
+  # Those four entries read the measures: the renders' gradient does not reach them, so that a
+  # speaker's looks cannot shift them (a per-speaker offset a same-speaker swap cancels and a
+  # cross-speaker one paints on).
+  config.loss.detach_expression_codes = True
 
 
 def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> None:
@@ -255,6 +259,12 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # no free entries (README, stage-1 check, 2026-12-07: cross-speaker dynamics transfer
   # -0.12 / -0.10 dB -> -0.01 / 0.00 dB against its baseline).
   config.loss.decorrelate_expression = False
+  # Whether the renders see z_dyn's expression-supervised entries with their gradient stopped
+  # (trainers.latent.detached_entries), so that those entries learn from `expression` (and the
+  # cycles' re-reads) alone and the reconstruction terms cannot make them carry the speaker's
+  # looks. Off by default: real expressions hold more than the four measures, which the
+  # renders' gradient then shapes. On in `small`, whose z_dyn is the four measures alone.
+  config.loss.detach_expression_codes = False
   # L1 between the reenacted image and the driver over the driver's mouth and eye boxes only
   # (input_pipeline.face_region_mask, from the tracker's landmarks; ~13% of a 64 px crop), on
   # top of the whole-image `l1`. Our choice: it weights the pixels where facial dynamics show.

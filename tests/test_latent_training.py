@@ -107,6 +107,7 @@ def test_decorrelation_acts_on_free_entries_or_on_all_and_never_on_none():
     latent.loss_weights(config)
   config.model.dyn_dim = 5
   assert latent.loss_weights(config)["pose_decorrelation"] == 10.0
+  config.loss.detach_expression_codes = False  # needs the expression term
   config.loss.expression = 0.0  # nothing supervised: every entry is free
   assert latent.undecorrelated_entries(config, latent.loss_weights(config)) == 0
 
@@ -338,6 +339,45 @@ def test_identity_cycle_reads_the_cross_reenactment_with_frozen_identity_weights
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7,
                                err_msg=jax.tree_util.keystr(path))
   assert float(optax.global_norm(term_grads["decoder"])) > 0.0
+
+
+def test_detached_expression_entries_learn_from_the_expression_term_alone(synthtalk_dir):
+  config, networks, weights, params, batch, images = one_term_setup(synthtalk_dir, "l1")
+  images["expression"] = jnp.concatenate(
+      [batch[f"{name}_expression"] for name in ("source", "driver", "cross_identity")])
+  supervised = input_pipeline.EXPRESSION_SIZE
+  assert config.model.dyn_dim > supervised  # tiny: free entries after the supervised ones
+  # At init the flow heads are zero, so z_dyn does not reach the render yet: perturbed weights.
+  leaves, treedef = jax.tree.flatten(params)
+  params = jax.tree.unflatten(treedef, [
+      leaf + 0.02 * jax.random.normal(jax.random.key(index), leaf.shape, leaf.dtype)
+      for index, leaf in enumerate(leaves)])
+
+  def head_grad(detach: bool, weights: dict) -> np.ndarray:
+    """Gradient of the weighted terms on the dynamics head's kernel: [C, dyn_dim]."""
+    config.loss.detach_expression_codes = detach
+    grads = jax.grad(lambda params: latent.generator_loss(
+        networks, weights, config, params, None, {}, images, jax.random.key(1))[0])(params)
+    return np.asarray(grads["motion_encoder"]["dynamics_head"]["dense"]["kernel"])
+
+  attached, detached = head_grad(False, weights), head_grad(True, weights)
+  # The reconstruction reaches every entry, unless detached: then only the free ones, as before.
+  assert np.abs(attached[:, :supervised]).max() > 0
+  np.testing.assert_array_equal(detached[:, :supervised], 0.0)
+  np.testing.assert_allclose(detached[:, supervised:], attached[:, supervised:], rtol=1e-5,
+                             atol=1e-9)
+  # The expression term still trains the detached entries, by its own gradient alone.
+  expression_only = {term: 0.0 for term in weights} | {"expression": 1.0}
+  both = weights | {"expression": 1.0}
+  np.testing.assert_allclose(head_grad(True, both)[:, :supervised],
+                             head_grad(True, expression_only)[:, :supervised], rtol=1e-5,
+                             atol=1e-9)
+  # Without the expression term nothing would train them: refused.
+  small = latent_config.get_config("small")
+  assert latent.detached_entries(small) == supervised
+  small.loss.expression = 0.0
+  with pytest.raises(ValueError, match="detach_expression_codes.*loss.expression"):
+    latent.loss_weights(small)
 
 
 def test_dynamics_locality_compares_both_dynamics_transfers_with_the_source_outside_its_mask(

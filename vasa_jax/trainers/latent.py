@@ -17,8 +17,10 @@ should a fifth decode, D(V_i, z_id_i, pose_i, dyn_d), with the other speaker's d
 pulled towards the data's annotated head pose (the data-preparation tracker's estimate;
 `config.loss.head_pose`), and the first entries of z_dyn towards the expression measured from
 the tracker's landmarks and gaze (mouth and eye opening, gaze in the head, each standardised to
-a spread of about 1 like the free entries; `config.loss.expression`). Without ArcFace weights,
-the model's own identity encoder (frozen for that read) can stand in for the identity term:
+a spread of about 1 like the free entries; `config.loss.expression`; with
+`config.loss.detach_expression_codes` the renders' terms leave those entries to it). Without
+ArcFace weights, the model's own identity encoder (frozen for that read) can stand in for the
+identity term:
 `cross_reenacted` should re-read as z_id_i (`config.loss.identity_cycle`). The motion encoder
 re-reads `reenacted` and `cross_reenacted`: their dynamics codes should match the drivers'
 (MegaPortraits' cycle consistency, CosFace form over the batch; `config.loss.cycle`); it also
@@ -100,7 +102,8 @@ def loss_weights(config) -> dict[str, float]:
   """`config.loss` weights with the terms whose pretrained network is missing set to 0.
 
   Raises ValueError for a decorrelation term left no z_dyn entries to act on
-  (`undecorrelated_entries`).
+  (`undecorrelated_entries`) and for detached expression entries without the expression term
+  (`detached_entries`).
   """
   available = {None: True, "vgg19": bool(config.pretrained.vgg19),
                "arcface": bool(config.pretrained.arcface)}
@@ -119,7 +122,16 @@ def loss_weights(config) -> dict[str, float]:
         f"entries, but model.dyn_dim {config.model.dyn_dim} leaves none beside the "
         f"{skipped} expression-supervised ones: raise model.dyn_dim, set "
         "loss.decorrelate_expression=True or set loss.pose_decorrelation=0")
+  if detached_entries(config) and not weights["expression"]:
+    raise ValueError("loss.detach_expression_codes stops the renders' gradient into z_dyn's "
+                     "expression entries, which then learn from loss.expression: it is 0")
   return weights
+
+
+def detached_entries(config) -> int:
+  """How many leading z_dyn entries reach the renders with their gradient stopped: the
+  expression-supervised ones with `config.loss.detach_expression_codes`, else none."""
+  return input_pipeline.EXPRESSION_SIZE if config.loss.detach_expression_codes else 0
 
 
 def undecorrelated_entries(config, weights: dict[str, float]) -> int:
@@ -174,14 +186,17 @@ def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
                       source: jax.Array, driver: jax.Array, cross_identity: jax.Array,
                       colour_jitter: float = 0.0,
                       rng: Optional[jax.Array] = None,
-                      cross_dynamics_transfer: bool = False) -> dict[str, jax.Array]:
+                      cross_dynamics_transfer: bool = False,
+                      detached_dyn_entries: int = 0) -> dict[str, jax.Array]:
   """The decoded images of a step (four, or five with `cross_dynamics_transfer`) plus the codes
   they came from (see the module doc).
 
   With `colour_jitter` > 0 the motion encoder reads the frames through `jitter_colours` (drawn
   from `rng`); the appearance encoder and the targets see them unchanged. With
   `cross_dynamics_transfer` a fifth image D(V_i, z_id_i, pose_i, dyn_d) is decoded in the same
-  pass: the source with the other speaker's dynamics code.
+  pass: the source with the other speaker's dynamics code. The first `detached_dyn_entries`
+  entries of z_dyn enter the appearance encoder and the decoder with their gradient stopped
+  (`detached_entries`); the returned `z_dyn` keeps it.
   """
   variables = {"params": params}
   batch = source.shape[0]
@@ -190,10 +205,13 @@ def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
                                 colour_jitter),
       method=autoencoder_lib.FaceAutoencoder.encode_motion)
   pose_i, pose_j, pose_d = jnp.split(z_pose, 3)
-  dyn_i, dyn_j, dyn_d = jnp.split(z_dyn, 3)
+  rendered_dyn = jnp.concatenate(  # [3B, dyn]
+      [jax.lax.stop_gradient(z_dyn[:, :detached_dyn_entries]), z_dyn[:, detached_dyn_entries:]],
+      axis=-1)
+  dyn_i, dyn_j, dyn_d = jnp.split(rendered_dyn, 3)
   volumes, identities = autoencoder.apply(  # [2B, D, h, w, C], [2B, id]
       variables, jnp.concatenate([source, driver]),
-      motion=(z_pose[:2 * batch], z_dyn[:2 * batch]),
+      motion=(z_pose[:2 * batch], rendered_dyn[:2 * batch]),
       method=autoencoder_lib.FaceAutoencoder.encode_appearance)
   volume_i, volume_j = jnp.split(volumes, 2)
   id_i, id_j = jnp.split(identities, 2)
@@ -222,7 +240,8 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
   frames_rng, renders_rng = jax.random.split(rng)
   outputs = generator_outputs(networks.autoencoder, params, source, driver,
                               images["cross_identity"], config.motion_colour_jitter, frames_rng,
-                              cross_dynamics_transfer=bool(weights["dynamics_locality"]))
+                              cross_dynamics_transfer=bool(weights["dynamics_locality"]),
+                              detached_dyn_entries=detached_entries(config))
   reenacted = outputs["reenacted"]
   terms = {"l1": latent_losses.l1(reenacted, driver),
            "pairwise_l1": latent_losses.l1(outputs["pose_transfer"],
