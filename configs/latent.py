@@ -10,8 +10,8 @@ Variants (after the colon):
   tiny: 64x64 input, narrow layers and single residual blocks (0.2M parameters); a forward and
       backward pass at batch 4 takes ~0.1 s on a CPU once compiled (for tests and smoke runs).
   small: tiny's widths with the volume at H/4 (8 x 4 x 16 x 16), a shorter decoder that also
-      modulates on z_dyn, a spatial readout of the motion encoder and a z_dyn of the four
-      measured expression entries alone (0.22M parameters); about 2.5x tiny's step time. It
+      modulates on z_dyn, a spatial readout of the motion encoder and a z_dyn of one entry,
+      the measured mouth opening (0.21M parameters); about 2.5x tiny's step time. It
       carries the recipe of the CPU learning checks (`experiments/latent_synthtalk.py`,
       `experiments/motion_synthtalk.py`): 4,000 steps at a 1e-3 peak learning rate, GAN terms
       off, an extra L1 on the mouth and eye boxes, the locality of the dynamics transfer, the
@@ -166,19 +166,22 @@ def _use_cpu_check_recipe(config: ml_collections.ConfigDict) -> None:
   config.motion_colour_jitter = 0.4
   config.loss.identity_cycle = 5.0
   config.loss.dynamics_locality = 30.0
-  # SynthTalk's facial dynamics are exactly the four measured ones (mouth, lids, gaze): z_dyn
-  # carries those alone. Free entries carried the other speaker's looks, which a cross-speaker
-  # swap painted onto the source (README, stage-1 check, 2026-12-06). The gaze entries cannot
-  # be read at 64 px and carried head-pose residuals instead: the decorrelation acts on all four
-  # (SynthTalk's expression factors are drawn independently of the head pose).
-  config.model.dyn_dim = 4
+  # z_dyn is the mouth opening alone, the one facial dynamic a 64 px frame shows (the eyes are
+  # ~3 px tall). Free entries carried the other speaker's looks, which a cross-speaker swap
+  # painted onto the source (README, stage-1 check, 2026-12-06); entries for the lids and the
+  # gaze in the head read the speaker's eye shape instead, and swapping them lost 0.03 dB
+  # across held-out speakers where the mouth entry won 0.06 (second run of 2026-12-07). The
+  # cosine cycles have no gradient on a 1-entry code: off. The decorrelation keeps head pose
+  # out of the entry (SynthTalk's expression factors are drawn independently of the head pose).
+  config.model.dyn_dim = 1
+  config.loss.expression_measures = ("mouth_opening",)
+  config.loss.cycle = 0.0
+  config.loss.transfer_cycle = 0.0
   config.loss.decorrelate_expression = True
-  # Those four entries read the measures: the renders' gradient does not reach them, so that a
-  # speaker's looks cannot shift them (a per-speaker offset a same-speaker swap cancels and a
-  # cross-speaker one paints on). README, stage-1 check, second run of 2026-12-07: the mouth
-  # entry reads held-out speakers at correlation 0.86 (was 0.50), dynamics transfer gains
-  # +0.09 / +0.07 dB for the same speaker and -0.01 / +0.04 across speakers (was +0.05 / +0.03
-  # and -0.01 / 0.00).
+  # The entry reads the measure: the renders' gradient does not reach it, so that a speaker's
+  # looks cannot shift it (a per-speaker offset a same-speaker swap cancels and a cross-speaker
+  # one paints on). README, stage-1 check, second run of 2026-12-07: the mouth entry reads
+  # held-out speakers at correlation 0.86 (was 0.50).
   config.loss.detach_expression_codes = True
 
 
@@ -229,12 +232,16 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # as MegaPortraits-style models do with a head-pose estimator, so that a pose code means the
   # same rotation for every identity and the rigid warp, not z_dyn, carries head motion.
   config.loss.head_pose = 10.0
-  # L1 of z_dyn's first 4 entries against the expression measured from the annotations (mouth
+  # L1 of z_dyn's first entries against the expression measured from the annotations (mouth
   # and eye opening from the landmarks, gaze relative to the head; input_pipeline.
-  # expression_measures). Our choice, the dynamics counterpart of head_pose (and the issue's
-  # optional gaze loss): without it the small model's z_dyn held head-pose residuals and no mouth
-  # opening, which stage 2 then cannot drive.
+  # expression_measures), one entry per name in `expression_measures`. Our choice, the dynamics
+  # counterpart of head_pose (and the issue's optional gaze loss): without it the small model's
+  # z_dyn held head-pose residuals and no mouth opening, which stage 2 then cannot drive.
   config.loss.expression = 10.0
+  # The measures z_dyn's first entries carry, in order (names of input_pipeline.
+  # EXPRESSION_NAMES; z_dyn needs at least as many entries).
+  config.loss.expression_measures = ("mouth_opening", "eye_opening", "gaze_theta_in_head",
+                                     "gaze_phi_in_head")
   # z_dyn's supervised entries carry (measure - centre) / spread, so that they vary by about 1 like
   # the free entries (the raw ratios vary by ~0.05). Order of input_pipeline.EXPRESSION_NAMES:
   # mouth opening / width, eye aspect ratio over the clip's open-eye one, gaze theta and phi in
@@ -244,6 +251,7 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # data's 5% and 95% mouth opening, a 4,000-step `small` run re-renders 0.011 RMS of the
   # truth's 0.074 change, at correlation 0.10; one with standardised entries, colour jitter and
   # the identity cycle 0.056 at correlation 0.39).
+  # One value per input_pipeline.EXPRESSION_NAMES entry; the measures z_dyn carries take theirs.
   config.loss.expression_centre = (0.1, 1.0, 0.0, 0.0)
   config.loss.expression_spread = (0.1, 0.15, 0.1, 0.1)
   # Cycle of the pairwise transfer: the motion encoder re-reads D(V_i, z_id_i, pose_i, dyn_j) and
@@ -258,7 +266,7 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   config.loss.pose_decorrelation = 10.0
   # Whether the decorrelation also acts on the expression-supervised entries (all of z_dyn). Off
   # by default: in real video the gaze relative to the head often follows the head (eyes kept on
-  # the camera while it turns), which that would fight. On in `small`, whose 4-entry z_dyn has
+  # the camera while it turns), which that would fight. On in `small`, whose 1-entry z_dyn has
   # no free entries (README, stage-1 check, 2026-12-07: cross-speaker dynamics transfer
   # -0.12 / -0.10 dB -> -0.01 / 0.00 dB against its baseline).
   config.loss.decorrelate_expression = False
@@ -266,7 +274,7 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # (trainers.latent.detached_entries), so that those entries learn from `expression` (and the
   # cycles' re-reads) alone and the reconstruction terms cannot make them carry the speaker's
   # looks. Off by default: real expressions hold more than the four measures, which the
-  # renders' gradient then shapes. On in `small`, whose z_dyn is the four measures alone.
+  # renders' gradient then shapes. On in `small`, whose z_dyn is the mouth measure alone.
   config.loss.detach_expression_codes = False
   # L1 between the reenacted image and the driver over the driver's mouth and eye boxes only
   # (input_pipeline.face_region_mask, from the tracker's landmarks; ~13% of a 64 px crop), on

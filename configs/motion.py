@@ -12,7 +12,7 @@ Variants (after the colon):
       configs/latent.py's paper model; audio = Wav2Vec2-base hidden states (768).
   tiny: 2 layers, 64 wide, window 25, 5 previous frames, log-mel audio features (no pretrained
       weights needed), motion = [z_pose (7), z_dyn (16)] of configs/latent.py:tiny (for
-      :small's 4-entry z_dyn set model.motion_dim = 11, as experiments/motion_synthtalk.py
+      :small's 1-entry z_dyn set model.motion_dim = 8, as experiments/motion_synthtalk.py
       does); trains on a CPU.
 `model.motion_dim` and `model.audio_dim` must match the stage-2 shards (the trainer checks the
 manifest written by `data_prep.extract_motion` and names any mismatch).

@@ -97,19 +97,54 @@ def test_missing_pretrained_weights_turn_their_terms_off_and_say_so(caplog):
 
 def test_decorrelation_acts_on_free_entries_or_on_all_and_never_on_none():
   config = latent_config.get_config("small")
-  assert config.model.dyn_dim == input_pipeline.EXPRESSION_SIZE  # no free entries
+  assert config.model.dyn_dim == len(config.loss.expression_measures) == 1  # no free entries
   weights = latent.loss_weights(config)
   assert weights["pose_decorrelation"] == 10.0
-  assert latent.undecorrelated_entries(config, weights) == 0  # all four entries
+  assert latent.undecorrelated_entries(config, weights) == 0  # the mouth entry too
   config.loss.decorrelate_expression = False  # the free entries alone: there are none
-  assert latent.undecorrelated_entries(config, weights) == input_pipeline.EXPRESSION_SIZE
-  with pytest.raises(ValueError, match="model.dyn_dim 4 leaves none beside the 4"):
+  assert latent.undecorrelated_entries(config, weights) == 1
+  with pytest.raises(ValueError, match="model.dyn_dim 1 leaves none beside the 1"):
     latent.loss_weights(config)
-  config.model.dyn_dim = 5
+  config.model.dyn_dim = 2
   assert latent.loss_weights(config)["pose_decorrelation"] == 10.0
   config.loss.detach_expression_codes = False  # needs the expression term
   config.loss.expression = 0.0  # nothing supervised: every entry is free
   assert latent.undecorrelated_entries(config, latent.loss_weights(config)) == 0
+
+
+def test_expression_term_carries_the_named_measures_in_their_order(synthtalk_dir):
+  config, networks, weights, params, batch, images = one_term_setup(synthtalk_dir, "expression")
+  images["expression"] = jnp.concatenate(  # [3B, 4]: every measure, in EXPRESSION_NAMES order
+      [batch[f"{name}_expression"] for name in ("source", "driver", "cross_identity")])
+  config.loss.expression_measures = ("gaze_phi_in_head", "mouth_opening")
+  assert latent.expression_columns(config) == [3, 0]
+  total, (terms, outputs) = latent.generator_loss(networks, weights, config, params, None, {},
+                                                  images, jax.random.key(1))
+  centre = np.asarray(config.loss.expression_centre)[[3, 0]]
+  spread = np.asarray(config.loss.expression_spread)[[3, 0]]
+  target = (np.asarray(images["expression"])[:, [3, 0]] - centre) / spread  # [3B, 2]
+  by_hand = np.mean(np.abs(np.asarray(outputs["z_dyn"])[:, :2] - target))
+  np.testing.assert_allclose(terms["expression"], by_hand, rtol=1e-5)
+  np.testing.assert_allclose(total, by_hand, rtol=1e-5)  # the only term on
+  # Every measure in its stored order is a different target, so a different value.
+  config.loss.expression_measures = input_pipeline.EXPRESSION_NAMES
+  every = latent.generator_loss(networks, weights, config, params, None, {}, images,
+                                jax.random.key(1))[1][0]["expression"]
+  assert abs(float(every) - by_hand) > 1e-3
+  # Names the data does not measure, or one twice, are refused with the valid names.
+  for names in (("mouth_opening", "smile"), ("mouth_opening", "mouth_opening")):
+    config.loss.expression_measures = names
+    with pytest.raises(ValueError, match="must name distinct measures among.*eye_opening"):
+      latent.expression_columns(config)
+  # A z_dyn shorter than its measures, or cosine cycles on a 1-entry z_dyn, are refused.
+  small = latent_config.get_config("small")
+  small.loss.expression_measures = ("mouth_opening", "eye_opening")
+  with pytest.raises(ValueError, match="names 2 measures.*model.dyn_dim is 1"):
+    latent.loss_weights(small)
+  small = latent_config.get_config("small")
+  small.loss.transfer_cycle = 2.0
+  with pytest.raises(ValueError, match="loss.transfer_cycle compare z_dyn codes by their cosine"):
+    latent.loss_weights(small)
 
 
 def test_cosface_loss_rewards_matching_descriptors():
@@ -345,7 +380,7 @@ def test_detached_expression_entries_learn_from_the_expression_term_alone(syntht
   config, networks, weights, params, batch, images = one_term_setup(synthtalk_dir, "l1")
   images["expression"] = jnp.concatenate(
       [batch[f"{name}_expression"] for name in ("source", "driver", "cross_identity")])
-  supervised = input_pipeline.EXPRESSION_SIZE
+  supervised = input_pipeline.EXPRESSION_SIZE  # tiny carries every measure
   assert config.model.dyn_dim > supervised  # tiny: free entries after the supervised ones
   # At init the flow heads are zero, so z_dyn does not reach the render yet: perturbed weights.
   leaves, treedef = jax.tree.flatten(params)
@@ -374,7 +409,7 @@ def test_detached_expression_entries_learn_from_the_expression_term_alone(syntht
                              rtol=1e-5, atol=1e-9)
   # Without the expression term nothing would train them: refused.
   small = latent_config.get_config("small")
-  assert latent.detached_entries(small) == supervised
+  assert latent.detached_entries(small) == 1  # its mouth entry
   small.loss.expression = 0.0
   with pytest.raises(ValueError, match="detach_expression_codes.*loss.expression"):
     latent.loss_weights(small)

@@ -16,8 +16,9 @@ should a fifth decode, D(V_i, z_id_i, pose_i, dyn_d), with the other speaker's d
 (`config.loss.dynamics_locality`). The rotation part of z_pose is also
 pulled towards the data's annotated head pose (the data-preparation tracker's estimate;
 `config.loss.head_pose`), and the first entries of z_dyn towards the expression measured from
-the tracker's landmarks and gaze (mouth and eye opening, gaze in the head, each standardised to
-a spread of about 1 like the free entries; `config.loss.expression`; with
+the tracker's landmarks and gaze (those of mouth and eye opening and gaze in the head that
+`config.loss.expression_measures` names, each standardised to a spread of about 1 like the free
+entries; `config.loss.expression`; with
 `config.loss.detach_expression_codes` the renders' terms leave those entries to it). Without
 ArcFace weights, the model's own identity encoder (frozen for that read) can stand in for the
 identity term:
@@ -102,8 +103,9 @@ def loss_weights(config) -> dict[str, float]:
   """`config.loss` weights with the terms whose pretrained network is missing set to 0.
 
   Raises ValueError for a decorrelation term left no z_dyn entries to act on
-  (`undecorrelated_entries`) and for detached expression entries without the expression term
-  (`detached_entries`).
+  (`undecorrelated_entries`), for detached expression entries without the expression term
+  (`detached_entries`), for a z_dyn shorter than its measures (`expression_columns`) and for
+  the cosine cycles on a 1-entry z_dyn.
   """
   available = {None: True, "vgg19": bool(config.pretrained.vgg19),
                "arcface": bool(config.pretrained.arcface)}
@@ -125,13 +127,34 @@ def loss_weights(config) -> dict[str, float]:
   if detached_entries(config) and not weights["expression"]:
     raise ValueError("loss.detach_expression_codes stops the renders' gradient into z_dyn's "
                      "expression entries, which then learn from loss.expression: it is 0")
+  supervised = len(expression_columns(config))
+  if weights["expression"] and config.model.dyn_dim < supervised:
+    raise ValueError(f"loss.expression_measures names {supervised} measures for z_dyn's first "
+                     f"entries, but model.dyn_dim is {config.model.dyn_dim}")
+  cycles = [term for term in ("cycle", "transfer_cycle") if weights[term]]
+  if cycles and config.model.dyn_dim < 2:
+    raise ValueError(f"loss.{' and loss.'.join(cycles)} compare z_dyn codes by their cosine, "
+                     f"which a {config.model.dyn_dim}-entry code reduces to its sign (no "
+                     "gradient): raise model.dyn_dim or set them to 0")
   return weights
+
+
+def expression_columns(config) -> list[int]:
+  """Columns of `input_pipeline.expression_measures` that z_dyn's first entries carry, in
+  order: `config.loss.expression_measures` as indices into `input_pipeline.EXPRESSION_NAMES`.
+  Raises ValueError for an unknown or repeated name."""
+  names = tuple(config.loss.expression_measures)
+  unknown = [name for name in names if name not in input_pipeline.EXPRESSION_NAMES]
+  if unknown or len(set(names)) != len(names):
+    raise ValueError(f"loss.expression_measures {names} must name distinct measures among "
+                     f"{input_pipeline.EXPRESSION_NAMES}; unknown: {unknown}")
+  return [input_pipeline.EXPRESSION_NAMES.index(name) for name in names]
 
 
 def detached_entries(config) -> int:
   """How many leading z_dyn entries reach the renders with their gradient stopped: the
   expression-supervised ones with `config.loss.detach_expression_codes`, else none."""
-  return input_pipeline.EXPRESSION_SIZE if config.loss.detach_expression_codes else 0
+  return len(expression_columns(config)) if config.loss.detach_expression_codes else 0
 
 
 def undecorrelated_entries(config, weights: dict[str, float]) -> int:
@@ -139,7 +162,7 @@ def undecorrelated_entries(config, weights: dict[str, float]) -> int:
   supervised ones, unless `config.loss.decorrelate_expression`."""
   if config.loss.decorrelate_expression or not weights["expression"]:
     return 0
-  return input_pipeline.EXPRESSION_SIZE
+  return len(expression_columns(config))
 
 
 def load_frozen(config) -> dict[str, Any]:
@@ -258,9 +281,12 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
   if weights["head_pose"]:
     terms["head_pose"] = latent_losses.head_pose_l1(outputs["z_pose"], images["head_pose"])
   if weights["expression"]:
+    # The measures z_dyn carries (`expression_columns`), each with its centre and spread.
+    columns = expression_columns(config)
     terms["expression"] = latent_losses.expression_l1(
-        outputs["z_dyn"], images["expression"], config.loss.expression_centre,
-        config.loss.expression_spread)
+        outputs["z_dyn"], images["expression"][:, columns],
+        [config.loss.expression_centre[column] for column in columns],
+        [config.loss.expression_spread[column] for column in columns])
   if weights["pose_decorrelation"]:
     # z_dyn's entries (the free ones, or all: `undecorrelated_entries`) against the pose code.
     skipped = undecorrelated_entries(config, weights)
@@ -351,7 +377,7 @@ def make_train_step(networks: Networks, config, weights: dict[str, float],
     # Annotated poses in z_pose's order (source, driver, cross frames): [3B, 3] degrees.
     images["head_pose"] = jnp.concatenate(
         [batch[f"{name}_head_pose"] for name in ("source", "driver", "cross_identity")])
-    # Their measured expressions, in z_dyn's order: [3B, EXPRESSION_SIZE].
+    # Their measured expressions (every input_pipeline.EXPRESSION_NAMES entry): [3B, 4].
     images["expression"] = jnp.concatenate(
         [batch[f"{name}_expression"] for name in ("source", "driver", "cross_identity")])
     # Mouth and eye boxes of the driver frame (input_pipeline.face_region_mask) and where
