@@ -172,8 +172,9 @@ def _use_cpu_check_recipe(config: ml_collections.ConfigDict) -> None:
   # gaze in the head read the speaker's eye shape instead, and swapping them lost 0.03 dB
   # across held-out speakers where the mouth entry won 0.06 (second run of 2026-12-07); with the
   # mouth alone dynamics transfer beats its baseline in every row of the check (+0.14 to +0.19
-  # dB, README, b271b1c). The cosine cycles have no gradient on a 1-entry code: off. The decorrelation keeps head pose
-  # out of the entry (SynthTalk's expression factors are drawn independently of the head pose).
+  # dB, README, b271b1c). The cosine cycles have no gradient on a 1-entry code: off. The
+  # decorrelation keeps head pose out of the entry (SynthTalk's expression factors are drawn
+  # independently of the head pose).
   config.model.dyn_dim = 1
   config.loss.expression_measures = ("mouth_opening",)
   config.loss.cycle = 0.0
