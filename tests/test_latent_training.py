@@ -136,6 +136,11 @@ def test_expression_term_carries_the_named_measures_in_their_order(synthtalk_dir
     config.loss.expression_measures = names
     with pytest.raises(ValueError, match="must name distinct measures among.*eye_opening"):
       latent.expression_columns(config)
+  # Centres or spreads that are not one per stored measure are refused, naming the field.
+  config.loss.expression_measures = ("mouth_opening",)
+  config.loss.expression_spread = (0.1, 0.15, 0.1)
+  with pytest.raises(ValueError, match="loss.expression_spread has 3 values, not one per"):
+    latent.expression_columns(config)
   # A z_dyn shorter than its measures, or cosine cycles on a 1-entry z_dyn, are refused.
   small = latent_config.get_config("small")
   small.loss.expression_measures = ("mouth_opening", "eye_opening")

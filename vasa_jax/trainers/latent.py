@@ -142,12 +142,17 @@ def loss_weights(config) -> dict[str, float]:
 def expression_columns(config) -> list[int]:
   """Columns of `input_pipeline.expression_measures` that z_dyn's first entries carry, in
   order: `config.loss.expression_measures` as indices into `input_pipeline.EXPRESSION_NAMES`.
-  Raises ValueError for an unknown or repeated name."""
+  Raises ValueError for an unknown or repeated name, and for `expression_centre` /
+  `expression_spread` not holding one value per `EXPRESSION_NAMES` entry."""
   names = tuple(config.loss.expression_measures)
   unknown = [name for name in names if name not in input_pipeline.EXPRESSION_NAMES]
   if unknown or len(set(names)) != len(names):
     raise ValueError(f"loss.expression_measures {names} must name distinct measures among "
                      f"{input_pipeline.EXPRESSION_NAMES}; unknown: {unknown}")
+  for field in ("expression_centre", "expression_spread"):
+    if len(config.loss[field]) != input_pipeline.EXPRESSION_SIZE:
+      raise ValueError(f"loss.{field} has {len(config.loss[field])} values, not one per "
+                       f"measure of {input_pipeline.EXPRESSION_NAMES}")
   return [input_pipeline.EXPRESSION_NAMES.index(name) for name in names]
 
 
