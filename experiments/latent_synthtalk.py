@@ -40,6 +40,7 @@ import argparse
 import ast
 import json
 import os
+import sys
 import time
 from typing import Optional, Sequence
 
@@ -50,10 +51,12 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+# The repository root, for its configs/ folder (experiments run as scripts from anywhere).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import latent as latent_config
-from data_prep import synthtalk
-from data_prep import synthtalk_render as render_lib
-from vasa_jax import records
+from vasa_jax.data.synthtalk import dataset as synthtalk
+from vasa_jax.data.synthtalk import render as render_lib
+from vasa_jax.data import records
 from vasa_jax.losses import latent as latent_losses
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.trainers import latent

@@ -31,19 +31,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import jax
 import numpy as np
 
+# The repository root, for its configs/ folder (experiments run as scripts from anywhere).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import latent as latent_config
 from configs import motion as motion_config
-from data_prep import extract_motion
-from data_prep import synthtalk
-from data_prep import synthtalk_render as render_lib
-from vasa_jax import motion_records
-from vasa_jax import records
-from vasa_jax import sampler as sampler_lib
+from vasa_jax.data import extract_motion
+from vasa_jax.data.synthtalk import dataset as synthtalk
+from vasa_jax.data.synthtalk import render as render_lib
+from vasa_jax.data import motion_records
+from vasa_jax.data import records
+from vasa_jax.inference import sampler as sampler_lib
 from vasa_jax.trainers import latent as latent_trainer
 from vasa_jax.trainers import motion as motion_trainer
 from vasa_jax.training import checkpoint

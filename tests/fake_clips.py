@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from vasa_jax import records
+from vasa_jax.data import records
 
 
 def frame_image(clip_number: int, frame: int, size: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Small hand-made stage-2 data directories (`vasa_jax.motion_records`) with learnable motion.
+"""Small hand-made stage-2 data directories (`vasa_jax.data.motion_records`) with learnable motion.
 
 Each clip's audio features are a smooth random signal; its motion is a fixed function of them
 (a random linear map through tanh) plus an offset set by the clip's main gaze, so a model that
@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from vasa_jax import motion_records
-from vasa_jax import records
+from vasa_jax.data import motion_records
+from vasa_jax.data import records
 
 FPS = 25.0
 SAMPLES_PER_FRAME = int(records.AUDIO_SAMPLE_RATE / FPS)

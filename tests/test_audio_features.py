@@ -19,7 +19,7 @@ import torch
 import transformers
 from transformers.models.wav2vec2 import modeling_flax_wav2vec2 as hf_flax
 
-from data_prep import media
+from vasa_jax.data import media
 from vasa_jax.models import audio
 
 TINY_CONFIG = dict(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from configs import common
+from vasa_jax.training import base_config
 from configs import latent
 from vasa_jax.models import autoencoder
 from vasa_jax.models import encoders
@@ -212,7 +212,7 @@ def test_logical_axis_names_and_shardings():
 
   mesh = sharding_lib.create_mesh({"data": 1, "fsdp": -1, "model": 1})
   assert mesh.shape["fsdp"] == 8
-  shardings = sharding_lib.state_shardings(abstract, mesh, common.base_config().sharding_rules)
+  shardings = sharding_lib.state_shardings(abstract, mesh, base_config.base_config().sharding_rules)
   decoder_kernel = shardings["params"]["decoder"]["projection"]["conv"]["kernel"]
   assert decoder_kernel.spec == PartitionSpec(None, None, None, "fsdp")  # 32 channels / 8
   rgb_kernel = shardings["params"]["decoder"]["to_rgb"]["conv"]["kernel"]

@@ -15,12 +15,12 @@ import pytest
 
 from configs import latent as latent_config
 from configs import motion as motion_config_lib
-from data_prep import extract_motion
+from vasa_jax.data import extract_motion
 from tests import fake_clips
-from vasa_jax import input_pipeline
-from vasa_jax import motion_records
-from vasa_jax import records
-from vasa_jax import speech_features
+from vasa_jax.data import input_pipeline
+from vasa_jax.data import motion_records
+from vasa_jax.data import records
+from vasa_jax.data import speech_features
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.trainers import latent as latent_trainer
 from vasa_jax.training import checkpoint

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from data_prep import face_image
-from data_prep import face_tracker
-from data_prep import synthtalk_render
-from data_prep import head_geometry
-from vasa_jax import records
+from vasa_jax.data import face_image
+from vasa_jax.data import face_tracker
+from vasa_jax.data.synthtalk import render as synthtalk_render
+from vasa_jax.data import head_geometry
+from vasa_jax.data import records
 
 
 def _projected_landmarks(yaw, pitch, roll, scale=1.5, translation=(240.0, -260.0)):

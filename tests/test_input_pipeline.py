@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests import fake_clips
-from vasa_jax import input_pipeline
+from vasa_jax.data import input_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,7 @@ def test_global_batch_is_sharded_on_the_data_axes(data_dir):
 
 
 def test_expression_measures_follow_synthtalk_ground_truth_dynamics_not_pose():
-  from data_prep import synthtalk_render as render_lib
+  from vasa_jax.data.synthtalk import render as render_lib
   rng = np.random.default_rng(0)
   identity = render_lib.sample_identity(rng)
   count = 24
@@ -234,8 +234,8 @@ def test_expression_measures_follow_synthtalk_ground_truth_dynamics_not_pose():
 
 
 def test_eye_opening_over_the_clips_open_eye_does_not_depend_on_the_eyes_shape():
-  from data_prep import head_geometry
-  from data_prep import synthtalk_render as render_lib
+  from vasa_jax.data import head_geometry
+  from vasa_jax.data.synthtalk import render as render_lib
   rng = np.random.default_rng(0)
   raw, relative = [], []  # per identity: [open-eye mean, half-blink]
   for _ in range(8):
@@ -284,8 +284,8 @@ def test_stage1_expression_is_flip_invariant_except_the_horizontal_gaze(data_dir
 
 
 def test_face_region_mask_covers_mouth_and_eyes_only():
-  from data_prep import head_geometry
-  from data_prep import synthtalk_render as render_lib
+  from vasa_jax.data import head_geometry
+  from vasa_jax.data.synthtalk import render as render_lib
   identity = render_lib.sample_identity(np.random.default_rng(1))
   _, landmarks = render_lib.render_with_landmarks(identity, {"yaw": 10.0, "mouth_open": 1.0}, 64)
   mask = input_pipeline.face_region_mask(landmarks, 64)
@@ -302,7 +302,7 @@ def test_face_region_mask_covers_mouth_and_eyes_only():
 def test_expression_region_mask_holds_what_a_change_of_expression_changes():
   """On SynthTalk renders, opening the mouth and blinking changes pixels (jaw line included)
   almost only inside the unchanged frame's mask; background and forehead are outside it."""
-  from data_prep import synthtalk_render as render_lib
+  from vasa_jax.data.synthtalk import render as render_lib
   rng = np.random.default_rng(2)
   changed_inside, changed = 0, 0
   for _ in range(6):

@@ -13,11 +13,11 @@ import optax
 import pytest
 
 from configs import latent as latent_config
-from data_prep import synthtalk
+from vasa_jax.data.synthtalk import dataset as synthtalk
 from tests.test_training_loop import assert_trees_equal
 from tests.test_training_loop import one_device_mesh
-from vasa_jax import input_pipeline
-from vasa_jax import pretrained
+from vasa_jax.data import input_pipeline
+from vasa_jax.models import pretrained
 from vasa_jax.losses import latent as latent_losses
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.trainers import latent

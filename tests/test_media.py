@@ -1,4 +1,4 @@
-"""Tests for data_prep.media: frame resampling by timestamp, audio resampling, writers, errors."""
+"""Tests for vasa_jax.data.media: frame resampling by timestamp, audio resampling, writers, errors."""
 
 from fractions import Fraction
 
@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from data_prep import media
+from vasa_jax.data import media
 
 BRIGHTNESS_STEP = 5
 

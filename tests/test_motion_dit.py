@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs import common
+from vasa_jax.training import base_config
 from vasa_jax.diffusion import conditioning
 from vasa_jax.diffusion import guidance
 from vasa_jax.diffusion import sampling
@@ -232,7 +232,7 @@ def test_scanned_and_rematerialised_layers_match_loop(tiny, scan):
 def test_parameters_carry_logical_names_the_sharding_rules_map():
   model = MotionDiT.from_config(model_config(scan=True))
   specs = nn.get_partition_spec(motion_dit.abstract_variables(model))
-  rules = common.base_config().sharding_rules
+  rules = base_config.base_config().sharding_rules
   mesh_specs = jax.tree.leaves(
       jax.tree.map(lambda spec: nn.logical_to_mesh_axes(spec, rules), specs,
                    is_leaf=lambda spec: isinstance(spec, jax.sharding.PartitionSpec)),

@@ -18,7 +18,7 @@ from configs import motion as motion_config
 from tests import fake_motion
 from tests.test_training_loop import assert_trees_equal
 from tests.test_training_loop import one_device_mesh
-from vasa_jax import input_pipeline
+from vasa_jax.data import input_pipeline
 from vasa_jax.diffusion import conditioning
 from vasa_jax.models import motion_dit
 from vasa_jax.trainers import motion

@@ -2,7 +2,7 @@
 
 The "released" checkpoints are small random PyTorch models written here with exactly the released
 layouts (torchvision's vgg19, insightface's arcface_torch iresnet), saved with `torch.save`, run
-through `data_prep.convert_weights` and loaded with `vasa_jax.pretrained`.
+through `data_prep.convert_weights` and loaded with `vasa_jax.models.pretrained`.
 """
 
 import subprocess
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from configs import common as config_lib
+from vasa_jax.training import base_config as config_lib
 from data_prep import convert_weights
-from vasa_jax import pretrained
+from vasa_jax.models import pretrained
 from vasa_jax.models import iresnet
 from vasa_jax.models import perceptual
 from vasa_jax.models import vgg

@@ -14,11 +14,11 @@ import random
 import numpy as np
 import pytest
 
-from data_prep import face_tracker
-from data_prep import media
-from data_prep import prepare
-from data_prep import synthtalk_render
-from vasa_jax import records
+from vasa_jax.data import face_tracker
+from vasa_jax.data import media
+from vasa_jax.data import prepare
+from vasa_jax.data.synthtalk import render as synthtalk_render
+from vasa_jax.data import records
 
 
 def touch(root, relative_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests import fake_clips
-from vasa_jax import records
+from vasa_jax.data import records
 
 
 def test_round_trip_keeps_dtypes_and_shapes(tmp_path):

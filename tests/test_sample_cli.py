@@ -21,13 +21,14 @@ from PIL import Image
 
 from configs import latent as latent_config_lib
 from configs import motion as motion_config_lib
-from data_prep import face_tracker
-from data_prep import media
-from data_prep import synthtalk
-from data_prep import synthtalk_render
+from vasa_jax.data import face_tracker
+from vasa_jax.data import media
+from vasa_jax.data.synthtalk import dataset as synthtalk
+from vasa_jax.data.synthtalk import render as synthtalk_render
 from vasa_jax import sample
-from vasa_jax import sampler as sampler_lib
-from vasa_jax import speech_features
+from vasa_jax.inference import streaming
+from vasa_jax.inference import sampler as sampler_lib
+from vasa_jax.data import speech_features
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.models import motion_dit
 from vasa_jax.training import checkpoint
@@ -170,10 +171,10 @@ def test_streaming_features_equal_offline_features(workdirs):
   waveform = synthtalk.synthetic_speech(np.random.default_rng(2), 2.03, 200.0)
   offline = featurizer(waveform)
   for chunk_frames in (1, 7, 25, 60):
-    streaming = sample.StreamingFeatures(featurizer)
-    parts = [streaming.push(chunk)
-             for chunk in sample.audio_chunks(waveform, chunk_frames, head_config.fps)]
-    parts.append(streaming.finish())
+    features = streaming.StreamingFeatures(featurizer)
+    parts = [features.push(chunk)
+             for chunk in streaming.audio_chunks(waveform, chunk_frames, head_config.fps)]
+    parts.append(features.finish())
     np.testing.assert_allclose(np.concatenate(parts), offline, rtol=1e-5, atol=1e-4)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import motion as motion_config_lib
-from vasa_jax import sampler as sampler_lib
+from vasa_jax.inference import sampler as sampler_lib
 from vasa_jax.diffusion import sampling
 from vasa_jax.models import motion_dit
 

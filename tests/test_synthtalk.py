@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import synthtalk
-from data_prep import face_tracker
-from data_prep import media
-from data_prep import synthtalk_render as render_lib
-from vasa_jax import records
+from vasa_jax.data.synthtalk import dataset as synthtalk
+from vasa_jax.data import face_tracker
+from vasa_jax.data import media
+from vasa_jax.data.synthtalk import render as render_lib
+from vasa_jax.data import records
 
 FACTOR = {name: i for i, name in enumerate(render_lib.FACTOR_NAMES)}
 # dlib's mean landmark error on these renders is ~0.05-0.08 of the inter-ocular distance for

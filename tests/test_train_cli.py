@@ -20,10 +20,10 @@ def run_train(tmp_path, config_body: str, *args):
 
 
 CONFIG = """
-from configs import common
+from vasa_jax.training import base_config
 
 def get_config(arg=None):
-  config = common.base_config()
+  config = base_config.base_config()
   config.stage = {stage!r}
   return config
 """

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from data_prep import synthtalk_render
+from vasa_jax.data.synthtalk import render as synthtalk_render
 from vasa_jax.models import warping
 
 # scipy's names for the padding modes: "nearest" replicates edge voxels (= clamping coordinates

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from configs import common
-from vasa_jax import input_pipeline
+from vasa_jax.training import base_config
+from vasa_jax.data import input_pipeline
 from vasa_jax.training import loop
 
 
@@ -42,7 +42,7 @@ class TrainState:
 
 
 def config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
-  cfg = common.base_config()
+  cfg = base_config.base_config()
   cfg.stage = "toy"
   cfg.data_dir = data_dir
   cfg.batch_size = 8

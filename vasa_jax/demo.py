@@ -22,12 +22,12 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from data_prep import media
-from data_prep import prepare
-from data_prep import synthtalk
-from data_prep import synthtalk_render
-from vasa_jax import input_pipeline
-from vasa_jax import records
+from vasa_jax.data import media
+from vasa_jax.data import prepare
+from vasa_jax.data.synthtalk import dataset as synthtalk
+from vasa_jax.data.synthtalk import render as synthtalk_render
+from vasa_jax.data import input_pipeline
+from vasa_jax.data import records
 
 
 def _synthtalk(workdir: str, args: argparse.Namespace) -> str:

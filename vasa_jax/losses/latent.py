@@ -49,7 +49,7 @@ def head_pose_l1(z_pose: jax.Array, head_pose_degrees: jax.Array) -> jax.Array:
 
   `z_pose` [B, 7] starts with (yaw, pitch, roll) in radians (`vasa_jax.models.warping`);
   `head_pose_degrees` [B, 3] is the data's (yaw, pitch, roll) in degrees, in the same convention
-  (`vasa_jax.records`). Returns a float32 scalar.
+  (`vasa_jax.data.records`). Returns a float32 scalar.
   """
   target = jnp.deg2rad(head_pose_degrees.astype(jnp.float32))
   return jnp.mean(jnp.abs(z_pose[:, :3].astype(jnp.float32) - target))
@@ -60,7 +60,7 @@ def expression_l1(z_dyn: jax.Array, expression: jax.Array, centre: Sequence[floa
   """Mean absolute error of z_dyn's first entries against the standardised measured expression.
 
   `expression` [B, E] holds each frame's measured facial dynamics
-  (`vasa_jax.input_pipeline.expression_measures`: mouth and eye opening, gaze in the head);
+  (`vasa_jax.data.input_pipeline.expression_measures`: mouth and eye opening, gaze in the head);
   `z_dyn` [B, dyn_dim >= E] carries (expression - centre) / spread ([E] each) in its first E
   entries, the rest stays free. Returns a float32 scalar.
   """

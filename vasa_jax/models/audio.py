@@ -68,7 +68,7 @@ import numpy as np
 from transformers import Wav2Vec2Config
 from transformers.models.wav2vec2 import modeling_flax_wav2vec2 as hf_flax
 
-from data_prep import media
+from vasa_jax.data import media
 
 Dtype = Any
 

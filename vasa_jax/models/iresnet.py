@@ -4,7 +4,7 @@ The structure and submodule names follow `recognition/arcface_torch/backbones/ir
 (conv1, bn1, prelu, layer1..layer4 of IBasicBlocks with bn1/conv1/bn2/prelu/conv2/bn3 and a
 downsample (1x1 conv, BN), then bn2, flatten, dropout, fc and the `features` BatchNorm1d), with
 `layer3.4` written `layer3_4` and `downsample.0` written `downsample_0`, so the released weights map
-one to one (`vasa_jax.pretrained.load_iresnet`). The network is used frozen: every BatchNorm runs
+one to one (`vasa_jax.models.pretrained.load_iresnet`). The network is used frozen: every BatchNorm runs
 in inference mode on its running statistics (collection `batch_stats`) and dropout is off.
 
 Besides the 512-d embedding (the VASA-1 identity loss) the call returns the four stages' feature

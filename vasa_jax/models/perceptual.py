@@ -5,7 +5,7 @@ cross-identity loss, the cosine distance between ArcFace embeddings. VGGFace wei
 available to this project, so the face term uses the ArcFace IResNet's stage feature maps instead
 (`face_perceptual_loss`).
 
-All functions are pure and jit-friendly. The variables come from `vasa_jax.pretrained` (or a
+All functions are pure and jit-friendly. The variables come from `vasa_jax.models.pretrained` (or a
 module's `init`) and are not updated by training. `model` must be the module the variables belong
 to; choose its `dtype` (bfloat16 on accelerators) there. Images are [B, H, W, 3] in [-1, 1]; the
 networks apply their own input normalisation and, for ArcFace, resizing to 112x112. Losses are

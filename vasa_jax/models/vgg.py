@@ -2,7 +2,7 @@
 
 The network is torchvision's `features` stack (16 3x3 convs with ReLU, 5 max pools; no classifier).
 Each conv is named `features_{i}` after its index `i` in that `nn.Sequential`, so the ImageNet
-weights map one to one (`vasa_jax.pretrained.load_vgg19`); `VGG19_LAYER_NAMES[i]` names the
+weights map one to one (`vasa_jax.models.pretrained.load_vgg19`); `VGG19_LAYER_NAMES[i]` names the
 output of index `i` the usual way ("conv1_1", "relu1_1", ..., "pool5").
 
 Only the layers up to the deepest requested one are built and run. The network is used frozen

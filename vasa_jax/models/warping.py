@@ -19,7 +19,7 @@ Conventions:
     replicating its edge voxels); "zeros" gives out-of-range interpolation corners the value 0,
     so values fade to 0 over the outer half voxel and are 0 one voxel beyond the centre of the
     edge voxel.
-  * The axes are those of the camera frame of the data annotations (`data_prep.synthtalk_render`):
+  * The axes are those of the camera frame of the data annotations (`vasa_jax.data.synthtalk.render`):
     x to the image's right, y down, z away from the camera. Rotations act on normalised
     coordinates, i.e. the volume is treated as the cube [-1, 1]^3 whatever its voxel counts.
   * Head pose `z_pose` is `[B, 7]` = (yaw, pitch, roll in radians, tx, ty, tz, log_scale) with

@@ -49,8 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vasa_jax import input_pipeline
-from vasa_jax import pretrained
+from vasa_jax.data import input_pipeline
+from vasa_jax.models import pretrained
 from vasa_jax.losses import latent as latent_losses
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.models import discriminator as discriminator_lib

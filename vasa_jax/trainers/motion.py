@@ -3,7 +3,7 @@
   python -m vasa_jax.train --config=configs/motion.py:tiny --workdir=/tmp/motion_tiny \
       --config.data_dir=/data/synthtalk_motion
 
-The data are the stage-2 records of `vasa_jax.motion_records`. Each step takes windows of W motion
+The data are the stage-2 records of `vasa_jax.data.motion_records`. Each step takes windows of W motion
 frames X^0 = [z_pose, z_dyn] with their audio features A, the K frames before each window (X_pre,
 A_pre) and the clip's main gaze g, distance d and emotion e. Motion, audio features, gaze and
 distance are standardised by statistics of the training split (computed when the state is
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vasa_jax import input_pipeline
-from vasa_jax import records
+from vasa_jax.data import input_pipeline
+from vasa_jax.data import records
 from vasa_jax.diffusion import conditioning
 from vasa_jax.diffusion import normalization
 from vasa_jax.diffusion import schedules

@@ -28,7 +28,7 @@ import numpy as np
 from clu import metric_writers
 from jax.sharding import Mesh
 
-from vasa_jax import input_pipeline
+from vasa_jax.data import input_pipeline
 from vasa_jax.training import checkpoint as checkpoint_lib
 from vasa_jax.training import sharding as sharding_lib
 

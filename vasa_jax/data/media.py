@@ -242,6 +242,20 @@ def is_silent(audio: np.ndarray, threshold_dbfs: float = -50.0) -> bool:
   return rms_dbfs(audio) < threshold_dbfs
 
 
+def speech_envelope(audio: np.ndarray, num_frames: int, fps: float,
+                    sample_rate: int = 16_000) -> np.ndarray:
+  """RMS of float audio [N] in a one-frame window centred on each video frame's time:
+  float32 [num_frames] (zero padding past the ends)."""
+  samples = np.asarray(audio, np.float64)
+  half = int(round(sample_rate / fps / 2))
+  centres = np.round(np.arange(num_frames) * sample_rate / fps).astype(int)
+  padded = np.pad(samples, (half, half + max(0, centres[-1] + half - len(samples)) if num_frames
+                            else half))
+  cumulative = np.concatenate([[0.0], np.cumsum(padded ** 2)])
+  energy = (cumulative[centres + 2 * half] - cumulative[centres]) / (2 * half)
+  return np.sqrt(np.maximum(energy, 0.0)).astype(np.float32)
+
+
 def _frame_rate(fps: float) -> Fraction:
   if fps <= 0:
     raise ValueError(f"fps must be positive, got {fps}")

@@ -1,4 +1,4 @@
-"""Rasterisation for SynthTalk's renderer (`data_prep.synthtalk_render`), pure numpy.
+"""Rasterisation for SynthTalk's renderer (`vasa_jax.data.synthtalk.render`), pure numpy.
 
 Soft (anti-aliased) coverage of curves, bands, strokes and ellipses on the pixel grids of T
 frames, alpha painting and shading, the ray casting of the head's ellipsoids, and the textures
@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from data_prep import synthtalk_geometry as geometry
+from vasa_jax.data.synthtalk import geometry
 
 
 # ----------------------------------------------------------------------------------------------

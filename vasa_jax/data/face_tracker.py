@@ -3,10 +3,10 @@
 dlib's HOG face detector runs every `detect_every` frames, and on any frame where the face patch no
 longer matches the last detection's (the track is lost); dlib's 68-point shape predictor runs on
 every frame, seeded in between detections by the previous frame's landmarks. Per frame, the
-landmarks give (see `data_prep.head_geometry`) a weak-perspective head pose, a rotation-invariant
+landmarks give (see `vasa_jax.data.head_geometry`) a weak-perspective head pose, a rotation-invariant
 face size, the crop box, the distance proxy and, with the irises found in the image
-(`data_prep.face_image`), the gaze. The crop box is smoothed over time and every frame is resampled
-to a square `resolution` crop; the annotations follow `vasa_jax.records` (landmarks in crop
+(`vasa_jax.data.face_image`), the gaze. The crop box is smoothed over time and every frame is resampled
+to a square `resolution` crop; the annotations follow `vasa_jax.data.records` (landmarks in crop
 pixels, crop_box in source pixels).
 
 A clip is rejected with a reason from SKIP_REASONS: no face in too many frames, a second face of
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data_prep import face_image
-from data_prep import head_geometry
-from vasa_jax import records
+from vasa_jax.data import face_image
+from vasa_jax.data import head_geometry
+from vasa_jax.data import records
 
 SKIP_REASONS = ("no_face", "multiple_faces", "face_too_small", "blurry")
 
@@ -91,7 +91,7 @@ class ClipTrack:
   Attributes:
     skip_reason: None if the clip is usable, else one of SKIP_REASONS.
     crops: [T, resolution, resolution, 3] uint8 aligned crops, None when skipped.
-    annotations: the `vasa_jax.records` annotations dict, None when skipped.
+    annotations: the `vasa_jax.data.records` annotations dict, None when skipped.
     measurements: what the skip decisions were made from (face_fraction, face_pixels,
       missing_fraction, second_face_fraction, sharpness), as far as computed; for logs and for
       calibrating the thresholds.
@@ -250,11 +250,12 @@ class FaceTracker:
         and _box_iou(box, main_box) < 0.3
         for index, (box, score) in enumerate(detections))
 
-  def _track_frames(self, frames: np.ndarray) -> _RawTrack | None:
-    """Detection + landmarks + per-frame geometry; None once too many frames lack a face."""
+  def _track_frames(self, frames: np.ndarray, give_up: bool = True) -> _RawTrack | None:
+    """Detection + landmarks + per-frame geometry; None once too many frames lack a face
+    (`give_up`; otherwise every frame is tried)."""
     config = self.config
     num_frames = len(frames)
-    max_missing = config.max_missing_fraction * num_frames
+    max_missing = config.max_missing_fraction * num_frames if give_up else np.inf
     raw = _RawTrack(
         found=np.zeros(num_frames, bool),
         landmarks=np.zeros((num_frames, records.NUM_LANDMARKS, 2)),
@@ -402,6 +403,17 @@ class FaceTracker:
       face_too_small, blurry, checked in this order).
     """
     return self._track(frames, fps, check_quality=True)
+
+  def track_landmarks(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame landmarks of the main face, however many frames lack one (for scoring
+    generated video): (found bool [T], landmarks float [T, 68, 2] in frame pixels, 0 where not
+    found). Detection and landmarks run exactly as in `track_clip`."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or not len(frames) or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+      raise ValueError(
+          f"frames must be uint8 [T > 0, H, W, 3], got {frames.dtype} {frames.shape}")
+    raw = self._track_frames(frames, give_up=False)
+    return raw.found.copy(), raw.landmarks.copy()
 
   def track_image(self, image: np.ndarray) -> ClipTrack:
     """Finds, crops and annotates the face of one photo (inference input).

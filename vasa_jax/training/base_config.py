@@ -1,7 +1,7 @@
 """Fields shared by every stage's config, so that one command line works for all stages.
 
 Each experiment file (`configs/latent.py`, `configs/motion.py`, ...) starts from `base_config()` and
-fills in its stage, model and data fields. Launch any of them with
+fills in its stage, model and data fields (config files import the library, never the reverse). Launch any of them with
 
   python -m vasa_jax.train --config=configs/<stage>.py[:variant] --workdir=DIR \
       [--config.batch_size=... --config.data_dir=...]
@@ -25,7 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.total_steps = 1000
   # Global batch size: summed over all processes and devices.
   config.batch_size = 8
-  # Directory prepared by `data_prep.prepare` / `data_prep.synthtalk` (holds manifest.json).
+  # Directory prepared by `python -m data_prep.prepare` / `python -m data_prep.synthtalk` (holds manifest.json).
   config.data_dir = ""
   # Write averaged training metrics every this many steps (process 0 only).
   config.log_every_steps = 50

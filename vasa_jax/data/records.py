@@ -2,7 +2,7 @@
 
 A record is a msgpack document (`flax.serialization`), so numpy arrays keep dtype and shape and
 bytes stay bytes. Writers: `data_prep.prepare` (real video) and `data_prep.synthtalk` (synthetic
-heads with ground truth). Readers: `vasa_jax.input_pipeline`.
+heads with ground truth). Readers: `vasa_jax.data.input_pipeline`.
 
 Clip record, format version 1 (T frames, N audio samples):
 
@@ -32,7 +32,7 @@ Clip record, format version 1 (T frames, N audio samples):
       emotion           [T, 0]  placeholder: no offline emotion model yet (emotion_available)
       emotion_available bool    False until a later stage fills `emotion`
   ground_truth        dict    SynthTalk only (absent for real video): the factors that rendered
-                              each frame, see `data_prep.synthtalk_render`.
+                              each frame, see `vasa_jax.data.synthtalk.render`.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Head geometry from 68 facial landmarks: head pose, face size, crop boxes, distance and gaze.
 
-Pure numpy, no images (the image side lives in `data_prep.face_tracker`).
+Pure numpy, no images (the image side lives in `vasa_jax.data.face_tracker`).
 
 Frames. Landmarks arrive in image pixels (x right, y down). The fits here work in the "y-up image
 frame" (x right, y up), where a 3D model frame with x right, y up, z towards the camera projects by
 dropping z (a proper rotation, so the usual Euler formulas apply). The 3D mean face is given in that
 model frame, looking straight at the camera, in millimetres.
 
-Angles follow `vasa_jax.records`: yaw > 0 turns the face to the image's left, pitch > 0 looks up,
+Angles follow `vasa_jax.data.records`: yaw > 0 turns the face to the image's left, pitch > 0 looks up,
 roll > 0 tilts the head clockwise in the image. The head rotation is
 `R = Rz(-roll) @ Ry(-yaw) @ Rx(-pitch)` in the y-up frame (yaw about the camera's vertical axis
 after nodding about the head's ear-to-ear axis; roll last, about the viewing axis).
@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from vasa_jax import records
+from vasa_jax.data import records
 
 # ----------------------------------------------------------------------------------------------
 # Generic 3D mean face (millimetres; x towards the image's right, i.e. the subject's left, y up,

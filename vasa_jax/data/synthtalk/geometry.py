@@ -4,17 +4,17 @@ Pure numpy, vectorised over the frames of a sequence: the factors of a frame (`F
 and their vector / matrix forms, `Identity` and `sample_identity`, head rotations and gaze
 directions, an identity's 3D head at rest (`head_model`: landmarks and shading ellipsoids), the
 landmarks animated (jaw, lids) and posed, and their projection into the frames (`Views`,
-`project_landmarks`). `data_prep.synthtalk_render` draws the frames from these and re-exports
+`project_landmarks`). `vasa_jax.data.synthtalk.render` draws the frames from these and re-exports
 the public names.
 
-Conventions (those of `vasa_jax.records`):
+Conventions (those of `vasa_jax.data.records`):
   * Camera frame: x to the image's right, y down, z away from the camera. Head model frame: the
     same axes for a frontal face; units are millimetres; the origin is the centroid of the 68
     frontal landmarks.
   * Rotation `R = Rz(roll) @ Ry(yaw) @ Rx(-pitch)` maps head points to camera points (see
     `rotation_matrix`): yaw > 0 turns the face to the image's left (the subject's right),
     pitch > 0 looks up, roll > 0 tilts the head clockwise in the image. It is the rotation that
-    `data_prep.head_geometry.angles_to_rotation` writes in its y-up frame.
+    `vasa_jax.data.head_geometry.angles_to_rotation` writes in its y-up frame.
   * Projection: scaled orthographic. The scale makes the 3D inter-ocular distance (between the
     eye centres, each the midpoint of its two corners) `records.REFERENCE_INTEROCULAR * resolution
     / distance` pixels, whatever the pose. The head origin lands at pixel
@@ -39,7 +39,7 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from vasa_jax import records
+from vasa_jax.data import records
 
 FACTOR_NAMES = (
     "yaw",         # degrees, > 0: the face turns to the image's left

@@ -11,19 +11,19 @@ API: `Identity` (with `sample_identity`, `to_array`, `from_array`), `FACTOR_NAME
 `factors_to_vector` / `factors_from_vector`, `render`, `render_with_landmarks`, `render_frames`
 (a sequence at once), `project_landmarks`, `camera_gaze`, `rotation_matrix`.
 
-This module draws the frames. `data_prep.synthtalk_geometry` (its public names re-exported here)
+This module draws the frames. `vasa_jax.data.synthtalk.geometry` (its public names re-exported here)
 holds the factors, identities, head model, poses, projection and the conventions (frames,
-rotation, projection, pixels, landmarks, gaze); `data_prep.synthtalk_raster` the rasterisation.
+rotation, projection, pixels, landmarks, gaze); `vasa_jax.data.synthtalk.raster` the rasterisation.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from data_prep import synthtalk_geometry as geometry
-from data_prep import synthtalk_raster as raster
+from vasa_jax.data.synthtalk import geometry
+from vasa_jax.data.synthtalk import raster
 # Re-exported: callers use this module for all of the public API.
-from data_prep.synthtalk_geometry import (
+from vasa_jax.data.synthtalk.geometry import (
     FACTOR_NAMES, JAW, LEFT_BROW, LEFT_EYE, MEAN_FACE, NEUTRAL_FACTORS, RIGHT_BROW, RIGHT_EYE,
     Factors, Identity, angles_from_direction, camera_gaze, direction_from_angles,
     factors_from_vector, factors_to_vector, project_landmarks, rotation_matrix, sample_identity)

@@ -1,10 +1,10 @@
 """Grain input pipelines over prepared clip shards, and global batches for the device mesh.
 
-Two samplers read shards in the `vasa_jax.records` layout:
+Two samplers read shards in the `vasa_jax.data.records` layout:
   * stage 1 (face latent autoencoder), on clip records: from one clip two random frames `I_i`
     (source) and `I_j` (driver), plus one frame of a different speaker `I_d` (cross-identity);
   * stage 2 (motion diffusion), on clip records or on the motion records of
-    `vasa_jax.motion_records` (manifest "record_kind": "motion"): windows of `W` frames of chosen
+    `vasa_jax.data.motion_records` (manifest "record_kind": "motion"): windows of `W` frames of chosen
     per-frame arrays with the `K` preceding frames, clip-level values, and the matching raw audio.
 
 Both build the same Grain graph: record indices -> this process's share -> seeded shuffle (a new
@@ -27,9 +27,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
-from data_prep import head_geometry
-from vasa_jax import motion_records
-from vasa_jax import records
+from vasa_jax.data import head_geometry
+from vasa_jax.data import motion_records
+from vasa_jax.data import records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ class ClipIndex:
   speaker_ids: np.ndarray  # [N] int, speaker of each record (index into `speakers`)
   speakers: tuple[str, ...]
   num_frames: np.ndarray  # [N] int
-  # "clip" (`vasa_jax.records`) or "motion" (`vasa_jax.motion_records`): the manifest's
+  # "clip" (`vasa_jax.data.records`) or "motion" (`vasa_jax.data.motion_records`): the manifest's
   # "record_kind", which says how records are decoded.
   record_kind: str = "clip"
 

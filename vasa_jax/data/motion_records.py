@@ -1,9 +1,9 @@
 """The stage-2 record: one clip's motion latents, speech features and control signals.
 
 `data_prep.extract_motion` writes these (one ArrayRecord entry per clip, msgpack through
-`vasa_jax.records.encode_record`'s serialisation, shards and `manifest.json` in the same layout
+`vasa_jax.data.records.encode_record`'s serialisation, shards and `manifest.json` in the same layout
 as the clip records) and `vasa_jax.trainers.motion` reads them through
-`vasa_jax.input_pipeline.stage2_iterator`.
+`vasa_jax.data.input_pipeline.stage2_iterator`.
 
 Motion record, format version MOTION_FORMAT_VERSION (T frames, N audio samples):
 
@@ -15,7 +15,7 @@ Motion record, format version MOTION_FORMAT_VERSION (T frames, N audio samples):
   motion              float32 [T, 7 + dyn_dim]  [z_pose, z_dyn] of each frame from the stage-1
                                encoders (EMA weights); z_pose = yaw, pitch, roll, tx, ty, tz,
                                log scale
-  audio_features      float16 [T, A]  speech features (`vasa_jax.speech_features`, the kind and
+  audio_features      float16 [T, A]  speech features (`vasa_jax.data.speech_features`, the kind and
                                settings in the manifest's "audio" entry), one per frame
   audio               int16   [N] the clip's PCM audio, mono, 16 kHz, aligned with frame 0 (kept
                                so features of another kind can be recomputed without the frames)
@@ -49,7 +49,7 @@ from typing import Any, Mapping
 import numpy as np
 from flax import serialization
 
-from vasa_jax import records
+from vasa_jax.data import records
 
 MOTION_FORMAT_VERSION = 1
 RECORD_KIND = "motion"

@@ -1,0 +1,1 @@
+"""SynthTalk: procedurally rendered talking heads with ground truth (geometry, rasteriser, renderer, data set)."""

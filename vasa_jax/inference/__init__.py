@@ -1,0 +1,1 @@
+"""Inference: the motion sampler, the talking-head renderer and streaming."""

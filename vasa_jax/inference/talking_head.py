@@ -1,0 +1,270 @@
+"""The trained stages as one object that animates a face: checkpoints, inputs, videos.
+
+`TalkingHead(latent_checkpoint, motion_checkpoint)` restores both runs (EMA weights, checked
+against the models their configs build) and holds the speech featurizer, the motion sampler and
+the jitted encoder and decoder. `crop_face(read_photo(path))` crops a photo as data preparation
+crops video frames; `read_speech(path)` reads speech as 16 kHz mono; `render_video` writes the
+mp4 (offline, or through `streaming` with `stream=True`). Used by `python -m vasa_jax.sample`,
+`python -m vasa_jax.demo` and `python -m vasa_jax.app`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Iterator, Optional
+
+import av
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+from flax import linen as nn
+from PIL import Image, ImageOps
+
+from vasa_jax.data import face_tracker
+from vasa_jax.data import media
+from vasa_jax.data import motion_records
+from vasa_jax.data import speech_features
+from vasa_jax.inference import sampler as sampler_lib
+from vasa_jax.inference import streaming
+from vasa_jax.models import audio as audio_lib
+from vasa_jax.models import autoencoder as autoencoder_lib
+from vasa_jax.models import motion_dit
+from vasa_jax.training import checkpoint as checkpoint_lib
+
+# Audio whose RMS level is below this is silent (data preparation's default threshold).
+SILENCE_DBFS = -50.0
+
+
+class SampleError(ValueError):
+  """An input cannot be animated (missing or unreadable file, no face, silent audio, bad flag)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints and models.
+# ----------------------------------------------------------------------------------------------
+def _state_entry(state: dict, key: str, workdir: str, step: int) -> Any:
+  if key not in state:
+    raise checkpoint_lib.CheckpointError(
+        f"{workdir!r} step {step} holds no {key!r} (it has {sorted(state)})")
+  return state[key]
+
+
+def load_latent(workdir: str) -> tuple[ml_collections.ConfigDict, Any]:
+  """(config, EMA FaceAutoencoder params) of a stage-1 run; CheckpointError names problems."""
+  config, state, step = checkpoint_lib.restore_for_inference(workdir, "latent")
+  params = _state_entry(state, "ema_generator", workdir, step)
+  abstract = nn.meta.unbox(autoencoder_lib.abstract_variables(config.model)["params"])
+  checkpoint_lib.check_param_shapes(params, abstract,
+                                    f"the EMA generator of {workdir!r} step {step}")
+  return config, params
+
+
+def load_motion(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
+  """(config, EMA MotionDiT params, statistics) of a stage-2 run; CheckpointError names
+  problems."""
+  config, state, step = checkpoint_lib.restore_for_inference(workdir, "motion")
+  params = _state_entry(state, "ema_params", workdir, step)
+  statistics = _state_entry(state, "statistics", workdir, step)
+  model = motion_dit.MotionDiT.from_config(config.model)
+  checkpoint_lib.check_param_shapes(
+      params, nn.meta.unbox(motion_dit.abstract_variables(model)["params"]),
+      f"the EMA MotionDiT of {workdir!r} step {step}")
+  for name, shape in sampler_lib.statistics_shapes(config.model).items():
+    for part in ("mean", "std"):
+      value = statistics.get(name, {}).get(part)
+      if value is None:
+        raise checkpoint_lib.CheckpointError(
+            f"the statistics of {workdir!r} step {step} lack {name}/{part}")
+      if np.shape(value) != shape:
+        raise checkpoint_lib.CheckpointError(
+            f"the statistics of {workdir!r} step {step} have {name}/{part} of shape "
+            f"{np.shape(value)}, the model needs {shape}")
+  return config, params, statistics
+
+
+class TalkingHead:
+  """The trained stages, ready to animate faces: speech features, motion sampler, autoencoder.
+
+  latent_checkpoint, motion_checkpoint: the --workdir of a stage-1 and a stage-2 run;
+  wav2vec2_dir: overrides the motion config's `audio.wav2vec2_dir`; num_steps: denoising steps
+  (default: the config's); batch_size: frames per decoder call (the last batch is padded).
+  """
+
+  def __init__(self, latent_checkpoint: str, motion_checkpoint: str, *,
+               wav2vec2_dir: Optional[str] = None, num_steps: Optional[int] = None,
+               batch_size: int = 8):
+    if batch_size < 1:
+      raise SampleError(f"the decoder batch size must be at least 1, got {batch_size}")
+    latent_config, latent_params = load_latent(latent_checkpoint)
+    motion_config, motion_params, statistics = load_motion(motion_checkpoint)
+    if num_steps is not None and not 1 <= num_steps <= motion_config.diffusion.num_steps:
+      raise SampleError(f"the denoising steps must be in [1, {motion_config.diffusion.num_steps}]"
+                        f" (the training steps), got {num_steps}")
+    expected_motion_dim = motion_records.POSE_DIM + latent_config.model.dyn_dim
+    if motion_config.model.motion_dim != expected_motion_dim:
+      raise checkpoint_lib.CheckpointError(
+          f"the motion model {motion_checkpoint!r} makes frames of {motion_config.model.motion_dim}"
+          f" values but the latent model {latent_checkpoint!r} needs {expected_motion_dim} "
+          f"(z_pose {motion_records.POSE_DIM} + z_dyn {latent_config.model.dyn_dim})")
+    if wav2vec2_dir:
+      motion_config.audio.wav2vec2_dir = wav2vec2_dir
+    try:
+      self.featurizer = speech_features.from_config(motion_config.audio, motion_config.fps)
+    except (OSError, ValueError) as error:
+      raise SampleError(f"cannot build the speech features: {error}") from error
+    if self.featurizer.dim != motion_config.model.audio_dim:
+      raise SampleError(f"the speech features have {self.featurizer.dim} values per frame, the "
+                        f"motion model expects {motion_config.model.audio_dim}")
+    self.sampler = sampler_lib.MotionSampler(motion_config, motion_params, statistics,
+                                             num_steps=num_steps)
+    self.fps = float(motion_config.fps)  # video frame rate
+    self.image_size = int(latent_config.model.image_size)  # S
+    self.batch_size = batch_size
+    model = autoencoder_lib.FaceAutoencoder.from_config(latent_config.model)
+    self._params = jax.device_put(latent_params)
+
+    def encode(params, image):  # uint8 [1, S, S, 3] -> (V_app [1, D, h, w, C], z_id [1, I])
+      pixels = image.astype(jnp.float32) / 127.5 - 1.0  # the range stage 1 trained on
+      return model.apply({"params": params}, pixels, method=model.encode_appearance)
+
+    def decode(params, volume, z_id, motion):  # motion [B, M] -> uint8 [B, S, S, 3]
+      batch = motion.shape[0]
+      images = model.apply(
+          {"params": params}, jnp.broadcast_to(volume, (batch,) + volume.shape[1:]),
+          jnp.broadcast_to(z_id, (batch,) + z_id.shape[1:]),
+          motion[:, :motion_records.POSE_DIM], motion[:, motion_records.POSE_DIM:],
+          method=model.decode)  # [B, S, S, 3] in [-1, 1]
+      return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+    self._encode = jax.jit(encode)
+    self._decode = jax.jit(decode)
+
+  def encode(self, face: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """A face crop uint8 [s, s, 3] (`crop_face`) -> (V_app, z_id), each with a batch axis of 1.
+
+    The crop is resized (bicubic) to the model's image size S, as training frames stored at
+    another size are (`input_pipeline.decode_frame`).
+    """
+    crop = Image.fromarray(np.asarray(face, np.uint8))
+    if crop.size != (self.image_size, self.image_size):
+      crop = crop.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+    return self._encode(self._params, np.asarray(crop)[None])
+
+  def render(self, appearance: tuple[jax.Array, jax.Array], motion: np.ndarray,
+             progress: bool = False) -> Iterator[np.ndarray]:
+    """Frames uint8 [b, S, S, 3], batch after batch, of motion [T, M] on `appearance`."""
+    motion = np.asarray(motion, np.float32)
+    starts = range(0, len(motion), self.batch_size)
+    pending = None  # the previous batch, fetched once the next one is dispatched
+    for start in tqdm.tqdm(starts, desc="frames", unit="batch", disable=not progress):
+      batch = motion[start:start + self.batch_size]
+      padded = np.concatenate([batch, np.repeat(batch[-1:], self.batch_size - len(batch), 0)])
+      frames = self._decode(self._params, *appearance, padded)
+      if pending is not None:
+        yield np.asarray(pending[0])[:pending[1]]
+      pending = (frames, len(batch))
+    if pending is not None:
+      yield np.asarray(pending[0])[:pending[1]]
+
+  def warm_up(self, appearance: tuple[jax.Array, jax.Array]) -> None:
+    """Compiles the window and decoder functions (before a latency measurement)."""
+    self.sampler.start_stream().push(np.zeros((1, self.sampler.audio_dim), np.float32))
+    for _ in self.render(appearance, np.zeros((1, self.sampler.motion_dim), np.float32)):
+      pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs.
+# ----------------------------------------------------------------------------------------------
+def read_photo(path: str) -> np.ndarray:
+  """A photo as uint8 [H, W, 3] RGB (EXIF orientation applied)."""
+  if not os.path.isfile(path):
+    raise SampleError(f"image {path!r} does not exist")
+  try:
+    with Image.open(path) as image:
+      return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+  except (OSError, ValueError, Image.DecompressionBombError) as error:
+    raise SampleError(f"cannot read image {path!r}: {error}") from error
+
+
+def crop_face(image: np.ndarray, source: str = "the photo") -> np.ndarray:
+  """The face of `image` cropped as data preparation crops video frames: uint8 [512, 512, 3]
+  (the tracker's default resolution, `data_prep.prepare`'s default --resolution)."""
+  track = face_tracker.FaceTracker(face_tracker.TrackerConfig()).track_image(image)
+  if track.skip_reason == "no_face":
+    raise SampleError(f"no face found in {source}")
+  if track.skip_reason == "multiple_faces":
+    raise SampleError(f"several faces found in {source}: crop it to one person")
+  if track.skip_reason is not None:
+    raise SampleError(f"the face in {source} is unusable: {track.skip_reason}")
+  return track.crops[0]
+
+
+def read_speech(path: str) -> np.ndarray:
+  """Speech as float32 [N] mono at 16 kHz; errors for missing, undecodable, empty (zero-length)
+  or silent audio."""
+  try:
+    waveform = audio_lib.load_audio(path)
+  except media.NoAudioError as error:
+    raise SampleError(f"audio {path!r} is empty (no audio stream or zero-length audio): "
+                      f"{error}") from error
+  except media.MediaError as error:
+    if not os.path.exists(path):
+      raise SampleError(f"audio {path!r} does not exist") from error
+    raise SampleError(f"cannot read audio {path!r}: {error}") from error
+  if media.is_silent(waveform, SILENCE_DBFS):
+    raise SampleError(f"audio {path!r} is silent (RMS {media.rms_dbfs(waveform):.1f} dBFS, "
+                      f"below {SILENCE_DBFS:.0f} dBFS): there is no speech to animate")
+  return waveform
+
+
+# ----------------------------------------------------------------------------------------------
+# Videos.
+# ----------------------------------------------------------------------------------------------
+def render_video(head: TalkingHead, face: np.ndarray, waveform: np.ndarray, output_path: str, *,
+                 stream: bool = False, chunk_frames: Optional[int] = None,
+                 progress: bool = True, **controls) -> dict[str, float]:
+  """Animates a face crop (`crop_face`) with speech [N] and writes the mp4; returns figures
+  (frames, seconds, and for `stream` the first-frame latency and sustained frame rate)."""
+  num_frames = audio_lib.num_video_frames(len(waveform), head.fps)
+  if num_frames < 1:
+    raise SampleError(f"the audio is shorter than one video frame ({len(waveform)} samples at "
+                      f"{audio_lib.SAMPLE_RATE} Hz)")
+  appearance = head.encode(face)
+  report = {"frames": num_frames, "seconds": len(waveform) / audio_lib.SAMPLE_RATE}
+  if stream:
+    head.warm_up(appearance)
+    chunk_frames = chunk_frames or head.sampler.window
+    frames, first_time = [], None
+    start_time = time.perf_counter()
+    for frame in tqdm.tqdm(streaming.stream_frames(head, appearance,
+                                         streaming.audio_chunks(waveform, chunk_frames, head.fps),
+                                         **controls),
+                           total=num_frames, desc="stream", unit="frame", disable=not progress):
+      first_time = first_time or time.perf_counter()
+      frames.append(frame)
+    end_time = time.perf_counter()
+    report.update(first_frame_latency_s=first_time - start_time, chunk_seconds=chunk_frames /
+                  head.fps, sustained_fps=(len(frames) - 1) / max(end_time - first_time, 1e-9))
+  else:
+    motion = head.sampler.generate(head.featurizer(waveform), progress=progress, **controls)
+    frames = [frame for batch in head.render(appearance, motion, progress) for frame in batch]
+  if len(frames) != num_frames:
+    raise AssertionError(f"made {len(frames)} frames for {num_frames} frames of audio")
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    media.write_video(output_path, np.stack(frames), head.fps, audio=waveform,
+                      sample_rate=audio_lib.SAMPLE_RATE)
+  except (OSError, av.FFmpegError) as error:
+    raise SampleError(f"cannot write {output_path!r}: {error}") from error
+  return report
+
+
+def generate_video(head: TalkingHead, image_path: str, audio_path: str, output_path: str,
+                   **options) -> dict[str, float]:
+  """Photo file + speech file -> mp4 at `output_path`; `options` as for `render_video`."""
+  face = crop_face(read_photo(image_path), f"image {image_path!r}")
+  return render_video(head, face, read_speech(audio_path), output_path, **options)
