@@ -122,7 +122,10 @@ def test_expression_term_carries_the_named_measures_in_their_order(synthtalk_dir
                                                   images, jax.random.key(1))
   centre = np.asarray(config.loss.expression_centre)[[3, 0]]
   spread = np.asarray(config.loss.expression_spread)[[3, 0]]
-  target = (np.asarray(images["expression"])[:, [3, 0]] - centre) / spread  # [3B, 2]
+  # The frames the motion encoder read: source and driver (no render needs the cross frame).
+  read = outputs["z_dyn"].shape[0]
+  assert read == 2 * batch["source_image"].shape[0]
+  target = (np.asarray(images["expression"])[:read, [3, 0]] - centre) / spread  # [2B, 2]
   by_hand = np.mean(np.abs(np.asarray(outputs["z_dyn"])[:, :2] - target))
   np.testing.assert_allclose(terms["expression"], by_hand, rtol=1e-5)
   np.testing.assert_allclose(total, by_hand, rtol=1e-5)  # the only term on
@@ -445,3 +448,22 @@ def test_dynamics_locality_compares_both_dynamics_transfers_with_the_source_outs
   by_hand = np.sum(errors) / (2 * 3 * np.sum(outside))
   assert float(total) == float(terms["dynamics_locality"]) > 0.0  # the only term on
   np.testing.assert_allclose(terms["dynamics_locality"], by_hand, rtol=1e-5)
+
+
+def test_a_step_decodes_only_what_its_active_terms_read(synthtalk_dir):
+  config, networks, weights, params, _, images = one_term_setup(synthtalk_dir, "l1")
+  weights.update(head_pose=1.0, expression=1.0, region_l1=1.0, pose_decorrelation=1.0)
+  assert latent.renders_needed(weights) == ("reenacted",)
+  images["head_pose"] = jnp.zeros((6, 3))
+  images["expression"] = jnp.zeros((6, 4))
+  images["driver_region_mask"] = jnp.ones((2, 64, 64))
+  _, (terms, outputs) = latent.generator_loss(networks, weights, config, params, None, {},
+                                              images, jax.random.key(1))
+  rendered = {name for name in latent.RENDERS if name in outputs}
+  assert rendered == {"reenacted"} and "cross_identity_dyn" not in outputs
+  assert outputs["z_pose"].shape[0] == 4  # source and driver read; not the cross-identity frame
+  assert set(terms) == {"l1", "head_pose", "expression", "region_l1", "pose_decorrelation"}
+  weights.update(transfer_cycle=1.0)
+  assert latent.renders_needed(weights) == ("reenacted", "dynamics_transfer")
+  weights.update(dynamics_locality=1.0, pairwise_l1=1.0, identity_cycle=1.0)
+  assert latent.renders_needed(weights) == latent.RENDERS

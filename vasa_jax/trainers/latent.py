@@ -4,7 +4,8 @@
       --config.data_dir=/tmp/vasa_demo/synthtalk
 
 Each step takes a source frame I_i and a driver frame I_j of one clip and a frame I_d of another
-speaker, and decodes four images in one batched pass of the decoder:
+speaker, and decodes, in one batched pass of the decoder, those of these images that the active
+loss terms read (`renders_needed`; a term that is off costs no decode):
   reenacted          D(V_i, z_id_i, pose_j, dyn_j)  -> should be I_j (reconstruction terms, GAN)
   pose_transfer      D(V_j, z_id_j, pose_i, dyn_j)  } VASA-1's pairwise transfer loss: both show
   dynamics_transfer  D(V_i, z_id_i, pose_i, dyn_j)  } pose i and dynamics j, so they should agree
@@ -210,52 +211,80 @@ def jitter_colours(images: jax.Array, rng: Optional[jax.Array], strength: float)
   return jnp.clip(((images + 1.0) / 2.0 * gain + offset) * 2.0 - 1.0, -1.0, 1.0)
 
 
+# The images a step can decode (see the module doc), in decoding order.
+RENDERS = ("reenacted", "pose_transfer", "dynamics_transfer", "cross_reenacted",
+           "cross_dynamics_transfer")
+
+
+def renders_needed(weights: dict[str, float]) -> tuple[str, ...]:
+  """The decodes the active loss terms read (`reenacted` always): a term that is off costs no
+  decode, so a recipe with fewer terms trains faster per step."""
+  needed = {"reenacted"}
+  if weights["pairwise_l1"] or weights["pairwise_vgg"]:
+    needed |= {"pose_transfer", "dynamics_transfer"}
+  if weights["transfer_cycle"]:
+    needed.add("dynamics_transfer")
+  if weights["dynamics_locality"]:
+    needed |= {"dynamics_transfer", "cross_dynamics_transfer"}
+  if weights["identity"] or weights["identity_cycle"] or weights["cycle"]:
+    needed.add("cross_reenacted")
+  return tuple(name for name in RENDERS if name in needed)
+
+
 def generator_outputs(autoencoder: autoencoder_lib.FaceAutoencoder, params: Any,
                       source: jax.Array, driver: jax.Array, cross_identity: jax.Array,
                       colour_jitter: float = 0.0,
                       rng: Optional[jax.Array] = None,
-                      cross_dynamics_transfer: bool = False,
+                      renders: tuple[str, ...] = RENDERS[:4],
                       detached_dyn_entries: int = 0) -> dict[str, jax.Array]:
-  """The decoded images of a step (four, or five with `cross_dynamics_transfer`) plus the codes
-  they came from (see the module doc).
+  """The decoded images `renders` (names of RENDERS) of a step plus the codes they came from
+  (see the module doc).
 
   With `colour_jitter` > 0 the motion encoder reads the frames through `jitter_colours` (drawn
-  from `rng`); the appearance encoder and the targets see them unchanged. With
-  `cross_dynamics_transfer` a fifth image D(V_i, z_id_i, pose_i, dyn_d) is decoded in the same
-  pass: the source with the other speaker's dynamics code. The first `detached_dyn_entries`
-  entries of z_dyn enter the appearance encoder and the decoder with their gradient stopped
+  from `rng`); the appearance encoder and the targets see them unchanged. The motion encoder
+  reads the cross-identity frame, and the appearance encoder the driver, only when a render
+  needs them; `z_pose` and `z_dyn` are [F * B, .] for the F frames read (source, driver, and the
+  cross-identity frame when read, in that order). The first `detached_dyn_entries` entries of
+  z_dyn enter the appearance encoder and the decoder with their gradient stopped
   (`detached_entries`); the returned `z_dyn` keeps it.
   """
+  unknown = set(renders) - set(RENDERS)
+  if unknown or "reenacted" not in renders:
+    raise ValueError(f"renders must include 'reenacted' and come from {RENDERS}, got {renders}")
   variables = {"params": params}
   batch = source.shape[0]
-  z_pose, z_dyn = autoencoder.apply(  # [3B, 7], [3B, dyn]
-      variables, jitter_colours(jnp.concatenate([source, driver, cross_identity]), rng,
-                                colour_jitter),
+  reads_cross = bool({"cross_reenacted", "cross_dynamics_transfer"} & set(renders))
+  frames = [source, driver] + ([cross_identity] if reads_cross else [])
+  z_pose, z_dyn = autoencoder.apply(  # [F * B, 7], [F * B, dyn]
+      variables, jitter_colours(jnp.concatenate(frames), rng, colour_jitter),
       method=autoencoder_lib.FaceAutoencoder.encode_motion)
-  pose_i, pose_j, pose_d = jnp.split(z_pose, 3)
-  rendered_dyn = jnp.concatenate(  # [3B, dyn]
+  rendered_dyn = jnp.concatenate(  # [F * B, dyn]
       [jax.lax.stop_gradient(z_dyn[:, :detached_dyn_entries]), z_dyn[:, detached_dyn_entries:]],
       axis=-1)
-  dyn_i, dyn_j, dyn_d = jnp.split(rendered_dyn, 3)
-  volumes, identities = autoencoder.apply(  # [2B, D, h, w, C], [2B, id]
-      variables, jnp.concatenate([source, driver]),
-      motion=(z_pose[:2 * batch], rendered_dyn[:2 * batch]),
+  pose = jnp.split(z_pose, len(frames))  # pose_i, pose_j (, pose_d)
+  dyn = jnp.split(rendered_dyn, len(frames))  # dyn_i, dyn_j (, dyn_d)
+  appearance_frames = 2 if "pose_transfer" in renders else 1
+  volumes, identities = autoencoder.apply(  # [A * B, D, h, w, C], [A * B, id]
+      variables, jnp.concatenate(frames[:appearance_frames]),
+      motion=(z_pose[:appearance_frames * batch], rendered_dyn[:appearance_frames * batch]),
       method=autoencoder_lib.FaceAutoencoder.encode_appearance)
-  volume_i, volume_j = jnp.split(volumes, 2)
-  id_i, id_j = jnp.split(identities, 2)
-  # (V, z_id, z_pose, z_dyn) of each decoded image, in the order of `names`.
-  names = ["reenacted", "pose_transfer", "dynamics_transfer", "cross_reenacted"]
-  codes = [(volume_i, id_i, pose_j, dyn_j), (volume_j, id_j, pose_i, dyn_j),
-           (volume_i, id_i, pose_i, dyn_j), (volume_i, id_i, pose_d, dyn_d)]
-  if cross_dynamics_transfer:
-    names.append("cross_dynamics_transfer")
-    codes.append((volume_i, id_i, pose_i, dyn_d))
-  decoded = autoencoder.apply(  # [len(names) * B, S, S, 3]
-      variables, *(jnp.concatenate(list(parts)) for parts in zip(*codes)),
+  volume = jnp.split(volumes, appearance_frames)  # V_i (, V_j)
+  identity = jnp.split(identities, appearance_frames)  # z_id_i (, z_id_j)
+  # (V, z_id, z_pose, z_dyn) of each decodable image.
+  codes = {"reenacted": lambda: (volume[0], identity[0], pose[1], dyn[1]),
+           "pose_transfer": lambda: (volume[1], identity[1], pose[0], dyn[1]),
+           "dynamics_transfer": lambda: (volume[0], identity[0], pose[0], dyn[1]),
+           "cross_reenacted": lambda: (volume[0], identity[0], pose[2], dyn[2]),
+           "cross_dynamics_transfer": lambda: (volume[0], identity[0], pose[0], dyn[2])}
+  decoded = autoencoder.apply(  # [len(renders) * B, S, S, 3]
+      variables, *(jnp.concatenate(list(parts))
+                   for parts in zip(*(codes[name]() for name in renders))),
       method=autoencoder_lib.FaceAutoencoder.decode)
-  return {**dict(zip(names, jnp.split(decoded, len(names)))),
-          "driver_dyn": dyn_j, "cross_identity_dyn": dyn_d, "z_pose": z_pose, "z_dyn": z_dyn,
-          "source_identity": id_i}
+  outputs = dict(zip(renders, jnp.split(decoded, len(renders))))
+  outputs.update(driver_dyn=dyn[1], z_pose=z_pose, z_dyn=z_dyn, source_identity=identity[0])
+  if reads_cross:
+    outputs["cross_identity_dyn"] = dyn[2]
+  return outputs
 
 
 def generator_loss(networks: Networks, weights: dict[str, float], config, params: Any,
@@ -268,12 +297,14 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
   frames_rng, renders_rng = jax.random.split(rng)
   outputs = generator_outputs(networks.autoencoder, params, source, driver,
                               images["cross_identity"], config.motion_colour_jitter, frames_rng,
-                              cross_dynamics_transfer=bool(weights["dynamics_locality"]),
+                              renders=renders_needed(weights),
                               detached_dyn_entries=detached_entries(config))
+  frames_read = outputs["z_pose"].shape[0]  # F * B: the frames the motion encoder read
   reenacted = outputs["reenacted"]
-  terms = {"l1": latent_losses.l1(reenacted, driver),
-           "pairwise_l1": latent_losses.l1(outputs["pose_transfer"],
-                                           outputs["dynamics_transfer"])}
+  terms = {"l1": latent_losses.l1(reenacted, driver)}
+  if weights["pairwise_l1"]:
+    terms["pairwise_l1"] = latent_losses.l1(outputs["pose_transfer"],
+                                            outputs["dynamics_transfer"])
   if weights["region_l1"]:
     terms["region_l1"] = latent_losses.masked_l1(reenacted, driver, images["driver_region_mask"])
   if weights["dynamics_locality"]:
@@ -284,12 +315,13 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
         latent_losses.masked_l1(outputs[name], source, outside)
         for name in ("dynamics_transfer", "cross_dynamics_transfer"))
   if weights["head_pose"]:
-    terms["head_pose"] = latent_losses.head_pose_l1(outputs["z_pose"], images["head_pose"])
+    terms["head_pose"] = latent_losses.head_pose_l1(outputs["z_pose"],
+                                                    images["head_pose"][:frames_read])
   if weights["expression"]:
     # The measures z_dyn carries (`expression_columns`), each with its centre and spread.
     columns = expression_columns(config)
     terms["expression"] = latent_losses.expression_l1(
-        outputs["z_dyn"], images["expression"][:, columns],
+        outputs["z_dyn"], images["expression"][:frames_read, columns],
         [config.loss.expression_centre[column] for column in columns],
         [config.loss.expression_spread[column] for column in columns])
   if weights["pose_decorrelation"]:
@@ -297,15 +329,17 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
     skipped = undecorrelated_entries(config, weights)
     terms["pose_decorrelation"] = latent_losses.cross_correlation(
         outputs["z_dyn"][:, skipped:], jax.lax.stop_gradient(outputs["z_pose"]))
-  if weights["vgg"] or weights["pairwise_vgg"]:
+  if weights["vgg"]:
     terms["vgg"] = perceptual.vgg_perceptual_loss(frozen["vgg19"], reenacted, driver,
                                                   model=networks.vgg)
+  if weights["pairwise_vgg"]:
     terms["pairwise_vgg"] = perceptual.vgg_perceptual_loss(
         frozen["vgg19"], outputs["pose_transfer"], outputs["dynamics_transfer"],
         model=networks.vgg)
-  if weights["face"] or weights["identity"]:
+  if weights["face"]:
     terms["face"] = perceptual.face_perceptual_loss(frozen["arcface"], reenacted, driver,
                                                     model=networks.arcface)
+  if weights["identity"]:
     terms["identity"] = jnp.mean(perceptual.identity_cosine_distance(
         jax.lax.stop_gradient(perceptual.identity_embedding(frozen["arcface"], source,
                                                             model=networks.arcface)),
@@ -327,21 +361,24 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
     terms["feature_matching"] = discriminator_lib.feature_matching_loss(real_features,
                                                                          fake_features)
   if weights["cycle"] or weights["transfer_cycle"]:
-    # One pass of the motion encoder re-reads the three renders; pose is explicit, the cycles
-    # constrain the dynamics descriptor.
-    _, reread_dyn = networks.autoencoder.apply(  # [3B, dyn]
+    # One pass of the motion encoder re-reads the renders the active cycles compare; pose is
+    # explicit, the cycles constrain the dynamics descriptor.
+    reread = ((["reenacted", "cross_reenacted"] if weights["cycle"] else [])
+              + (["dynamics_transfer"] if weights["transfer_cycle"] else []))
+    _, reread_dyn = networks.autoencoder.apply(  # [len(reread) * B, dyn]
         {"params": params},
-        jitter_colours(jnp.concatenate([reenacted, outputs["cross_reenacted"],
-                                        outputs["dynamics_transfer"]]),
+        jitter_colours(jnp.concatenate([outputs[name] for name in reread]),
                        renders_rng, config.motion_colour_jitter),
         method=autoencoder_lib.FaceAutoencoder.encode_motion)
     driver_dyn = jax.lax.stop_gradient(outputs["driver_dyn"])
     cosface = functools.partial(latent_losses.cosface_loss, scale=config.loss.cycle_scale,
                                 margin=config.loss.cycle_margin)
-    terms["cycle"] = cosface(reread_dyn[:2 * batch], jnp.concatenate(
-        [driver_dyn, jax.lax.stop_gradient(outputs["cross_identity_dyn"])]))
-    # Its own softmax: dyn_j is already the positive of `reenacted`'s rows above.
-    terms["transfer_cycle"] = cosface(reread_dyn[2 * batch:], driver_dyn)
+    if weights["cycle"]:
+      terms["cycle"] = cosface(reread_dyn[:2 * batch], jnp.concatenate(
+          [driver_dyn, jax.lax.stop_gradient(outputs["cross_identity_dyn"])]))
+    if weights["transfer_cycle"]:
+      # Its own softmax: dyn_j is already the positive of `reenacted`'s rows above.
+      terms["transfer_cycle"] = cosface(reread_dyn[-batch:], driver_dyn)
   total = sum(weights[name] * value for name, value in terms.items())
   return total, (terms, outputs)
 
