@@ -7,6 +7,7 @@ Variants (after the colon):
   512 (default): paper size at 512x512 input; appearance volume 96 channels x 16 deep x 64 x 64
       (H/8); 179M parameters (VASA-1 reports ~200M for its face latent model).
   256: the same network widths at 256x256 input (volume 96 x 16 x 32 x 32).
+  demo: `small` at the length `python -m vasa_jax.demo` trains it (see `_use_demo_recipe`).
   tiny: 64x64 input, narrow layers and single residual blocks (0.2M parameters); a forward and
       backward pass at batch 4 takes ~0.1 s on a CPU once compiled (for tests and smoke runs).
   small: tiny's widths with the volume at H/4 (8 x 4 x 16 x 16), a shorter decoder that also
@@ -25,7 +26,7 @@ import ml_collections
 
 from vasa_jax.training import base_config
 
-VARIANTS = ("512", "256", "tiny", "small")
+VARIANTS = ("512", "256", "tiny", "small", "demo")
 
 
 def model_config(image_size) -> ml_collections.ConfigDict:
@@ -136,17 +137,26 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config = base_config.base_config()
   config.stage = "latent"
   # Resolution of the square face crops fed to the model (and produced by it).
-  config.image_size = {"512": 512, "256": 256, "tiny": 64, "small": 64}[variant]
+  config.image_size = {"512": 512, "256": 256, "tiny": 64, "small": 64, "demo": 64}[variant]
   config.model = model_config(config.get_ref("image_size"))
-  if variant in ("tiny", "small"):
+  if variant in ("tiny", "small", "demo"):
     _shrink_to_tiny(config.model)
-  if variant == "small":
+  if variant in ("small", "demo"):
     _widen_volume_to_quarter(config.model)
-  # `small` trains like `tiny` (same batch, discriminator), with its own recipe below.
-  _add_training_fields(config, "tiny" if variant == "small" else variant)
-  if variant == "small":
+  # `small` and `demo` train like `tiny` (same batch, discriminator), with their own recipe.
+  _add_training_fields(config, "tiny" if variant in ("small", "demo") else variant)
+  if variant in ("small", "demo"):
     _use_cpu_check_recipe(config)
+  if variant == "demo":
+    _use_demo_recipe(config)
   return config
+
+
+def _use_demo_recipe(config: ml_collections.ConfigDict) -> None:
+  """`demo`: `small` at the length `python -m vasa_jax.demo` trains it on 2 CPU cores."""
+  config.total_steps = 600  # the cosine decay ends here
+  config.checkpoint_every_steps = 200
+  config.eval_every_steps = 200
 
 
 def _use_cpu_check_recipe(config: ml_collections.ConfigDict) -> None:

@@ -10,6 +10,8 @@ Variants (after the colon):
       features; VASA-1 reports ~29M); window W=100 frames, K=10 previous frames at 25 fps (the
       paper gives no W or K; JoyVASA uses these); motion = [z_pose (7), z_dyn (256)] of
       configs/latent.py's paper model; audio = Wav2Vec2-base hidden states (768).
+  demo: `tiny` with motion = [z_pose (7), z_dyn (1)] of configs/latent.py:demo, at the length
+      `python -m vasa_jax.demo` trains it.
   tiny: 2 layers, 64 wide, window 25, 5 previous frames, log-mel audio features (no pretrained
       weights needed), motion = [z_pose (7), z_dyn (16)] of configs/latent.py:tiny (for
       :small's 1-entry z_dyn set model.motion_dim = 8, as experiments/motion_synthtalk.py
@@ -23,7 +25,7 @@ import ml_collections
 from vasa_jax.data import motion_records
 from vasa_jax.training import base_config
 
-VARIANTS = ("paper", "tiny")
+VARIANTS = ("paper", "tiny", "demo")
 # z_pose: yaw, pitch, roll, translation x, y, z and log scale (`FaceAutoencoder.encode_motion`).
 POSE_DIM = motion_records.POSE_DIM
 
@@ -32,7 +34,7 @@ def audio_config(variant: str) -> ml_collections.ConfigDict:
   """The speech features (`vasa_jax.data.speech_features.from_config`) of extraction and sampling."""
   audio = ml_collections.ConfigDict()
   # "wav2vec2" (VASA-1) or "log_mel" (no pretrained weights; CPU checks).
-  audio.features = {"paper": "wav2vec2", "tiny": "log_mel"}[variant]
+  audio.features = {"paper": "wav2vec2", "tiny": "log_mel", "demo": "log_mel"}[variant]
   # Local Hugging Face Wav2Vec2 directory (config.json + model.safetensors / pytorch_model.bin /
   # flax_model.msgpack), e.g. a download of facebook/wav2vec2-base-960h.
   audio.wav2vec2_dir = ""
@@ -50,7 +52,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   variant = arg or "paper"
   if variant not in VARIANTS:
     raise ValueError(f"unknown configs/motion.py variant {variant!r}; choose one of {VARIANTS}")
-  tiny = variant == "tiny"
+  tiny = variant in ("tiny", "demo")
   config = base_config.base_config()
   config.stage = "motion"
   # Video frame rate of the motion sequences and audio features.
@@ -139,4 +141,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 500 if tiny else 10_000
   config.data.train_split = "train"  # split trained on
   config.data.eval_split = "test"  # held-out split of the evaluation loss
+  if variant == "demo":
+    # `tiny` for `configs/latent.py:demo`'s one-entry z_dyn, at the demo's length.
+    config.model.motion_dim = POSE_DIM + 1
+    config.total_steps = 1_000
+    config.checkpoint_every_steps = 500
+    config.eval_every_steps = 500
   return config

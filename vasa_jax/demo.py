@@ -1,15 +1,25 @@
-"""The project's main job on an embedded default, end to end on one CPU machine.
+r"""The main job, end to end on one machine: a face that talks, from the first command.
 
-  python -m vasa_jax.demo --workdir=/tmp/vasa_demo
+  python -m vasa_jax.demo --workdir=/tmp/vasa_demo [--quick]
 
-Today it runs the data foundation; later stages extend it to training and sampling:
-  1. generates a small SynthTalk set (synthetic talking heads with ground truth);
-  2. writes some SynthTalk clips as real H.264/AAC mp4 files in the VoxCeleb2 layout and prepares
-     them with `data_prep.prepare` (PyAV decoding, dlib face tracking, cropping, sharding), as a
-     real data set would be;
-  3. compares the tracker's head pose with the ground truth the clips were rendered with;
-  4. reads both sets through the Grain pipelines (stage-1 frame pairs, stage-2 windows);
-  5. prints what the data holds, and writes `summary.json` and `contact_sheet.png` in the workdir.
+1. generates a SynthTalk set (synthetic talking heads with ground truth, real espeak-ng speech);
+2. trains stage 1, the face latent model (`configs/latent.py:demo`);
+3. encodes every clip's motion with it (`data_prep.extract_motion`'s library);
+4. trains stage 2, the motion diffusion model (`configs/motion.py:demo`);
+5. makes held-out speakers (never trained on) speak held-out speech, and the shipped photo
+   (`vasa_jax/assets/`) speak the shipped sentence;
+6. scores the result (`vasa_jax.evaluators.synthtalk_check`).
+Steps 1-4 are `vasa_jax.pipeline.run`: a rerun reuses what is finished. Writes, in the workdir:
+  talking_synthtalk.mp4  held-out speakers, each speaking a held-out clip's speech (its audio);
+  side_by_side.mp4       the same, generated (left) next to SynthTalk's real clip (right);
+  talking_photo.mp4      the shipped photo speaking the shipped sentence;
+  contact_sheet.png      frames of each held-out clip: generated row above the real row;
+  summary.json           held-out reconstruction PSNR, mouth vs speech (motion codes and pixels)
+                         against a shuffled-audio control, gaze error with and without gaze
+                         guidance, the seconds each step took;
+  latent/, motion/       the two training runs (for `vasa_jax.sample`, `vasa_jax.app`, TensorBoard).
+The videos have the models' resolution (64 px), upscaled by --display_scale for viewing.
+`--quick` runs every step at a smoke-test scale (about 3 minutes; its faces are not trained).
 """
 
 from __future__ import annotations
@@ -17,144 +27,189 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any, Sequence
+import sys
+import time
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
+from vasa_jax import pipeline
 from vasa_jax.data import media
-from vasa_jax.data import prepare
-from vasa_jax.data.synthtalk import dataset as synthtalk
-from vasa_jax.data.synthtalk import render as synthtalk_render
-from vasa_jax.data import input_pipeline
 from vasa_jax.data import records
+from vasa_jax.evaluators import synthtalk_check
+from vasa_jax.inference import talking_head
+from vasa_jax.training import config_files
+
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+DEFAULT_PHOTO = os.path.join(ASSETS_DIR, "astronaut.jpg")
+DEFAULT_SPEECH = os.path.join(ASSETS_DIR, "speech.wav")
+# The demo's data: enough speakers that held-out faces are rendered from what was learnt on
+# others; `--quick` shrinks everything to a smoke test of the same steps.
+DEMO_DATA = pipeline.SynthTalkSettings(num_speakers=100, clips_per_speaker=3, resolution=64,
+                                       min_seconds=2.0, max_seconds=4.0, test_fraction=0.2)
+QUICK_DATA = pipeline.SynthTalkSettings(num_speakers=12, clips_per_speaker=2, resolution=64,
+                                        min_seconds=2.0, max_seconds=3.0, test_fraction=0.25)
+QUICK_STEPS = {"latent": 30, "motion": 30}
+QUICK_DENOISING_STEPS = 5
 
 
-def _synthtalk(workdir: str, args: argparse.Namespace) -> str:
-  output_dir = os.path.join(workdir, "synthtalk")
-  synthtalk.main([f"--output_dir={output_dir}", f"--num_speakers={args.num_speakers}",
-                  f"--clips_per_speaker={args.clips_per_speaker}",
-                  f"--resolution={args.resolution}", f"--num_workers={args.num_workers}",
-                  "--test_fraction=0.25"])
-  return output_dir
-
-
-def _as_voxceleb2_tree(synthtalk_dir: str, tree_dir: str, num_clips: int,
-                       source_resolution: int) -> dict[str, dict]:
-  """Writes the first `num_clips` SynthTalk clips as `dev/mp4/<speaker>/<video>/NNNNN.mp4`.
-
-  The videos are re-rendered at `source_resolution` from each record's stored identity and
-  factors, as a higher-resolution source video. Returns {clip_id in the tree: the SynthTalk
-  record} for comparing the tracker with the ground truth.
-  """
+def _heldout_frames(synthtalk_dir: str, clip_ids: set[str]) -> dict[str, np.ndarray]:
+  """The real frames uint8 [T, S, S, 3] of the held-out clips `clip_ids`."""
   manifest = records.read_manifest(synthtalk_dir)
-  written = {}
-  for path in records.split_shard_paths(synthtalk_dir, manifest, "train"):
+  frames = {}
+  for path in records.split_shard_paths(synthtalk_dir, manifest, "test"):
     for record in records.read_shard(path):
-      if len(written) == num_clips:
-        return written
-      speaker, clip = record["clip_id"].split("/")
-      clip_id = f"{speaker}/demo_video/{int(clip):05d}"
-      video_path = os.path.join(tree_dir, "dev", "mp4", clip_id + ".mp4")
-      os.makedirs(os.path.dirname(video_path), exist_ok=True)
-      truth = record["ground_truth"]
-      frames, _ = synthtalk_render.render_frames(
-          synthtalk_render.Identity.from_array(truth["identity"]), truth["factors"],
-          source_resolution)
-      media.write_video(video_path, frames, record["fps"],
-                        audio=record["audio"].astype(np.float32) / 32768.0,
-                        sample_rate=record["audio_sample_rate"])
-      written[clip_id] = record
-  return written
+      if record["clip_id"] in clip_ids:
+        frames[record["clip_id"]] = np.stack([media.decode_jpeg(f) for f in record["frames"]])
+  return frames
 
 
-def _tracker_errors(prepared_dir: str, truth: dict[str, dict]) -> dict[str, float]:
-  """Mean absolute difference (degrees) of tracked and ground-truth yaw, pitch and roll."""
-  manifest = records.read_manifest(prepared_dir)
-  differences = []
-  for split in manifest["splits"]:
-    for path in records.split_shard_paths(prepared_dir, manifest, split):
-      for record in records.read_shard(path):
-        true_pose = truth[record["clip_id"]]["annotations"]["head_pose"]
-        count = min(len(true_pose), len(record["frames"]))
-        differences.append(record["annotations"]["head_pose"][:count] - true_pose[:count])
-  differences = np.abs(np.concatenate(differences))
-  return {f"{name}_mean_abs_error_degrees": round(float(differences[:, i].mean()), 2)
-          for i, name in enumerate(("yaw", "pitch", "roll"))}
+def _video_clips(test_clips: Sequence[dict], count: int) -> list[dict]:
+  """Up to `count` held-out clips of different speakers, for the videos."""
+  chosen, speakers = [], set()
+  for clip in test_clips:
+    if clip["speaker_id"] not in speakers:
+      speakers.add(clip["speaker_id"])
+      chosen.append(clip)
+  return chosen[:count]
 
 
-def _describe(data_dir: str) -> dict[str, Any]:
-  manifest = records.read_manifest(data_dir)
-  splits = {split: {"records": len(info["clips"]),
-                    "speakers": len({clip["speaker_id"] for clip in info["clips"]}),
-                    "frames": sum(clip["num_frames"] for clip in info["clips"])}
-            for split, info in manifest["splits"].items()}
-  return {"splits": splits, "skipped": manifest["skipped"], "resolution": manifest["resolution"],
-          "fps": manifest["fps"]}
-
-
-def _contact_sheet(path: str, rows: Sequence[np.ndarray], size: int) -> None:
-  """Rows of uint8 images [N, S, S, 3], resized to `size`, stacked into one PNG."""
-  width = max(len(row) for row in rows) * size
-  sheet = Image.new("RGB", (width, len(rows) * size), (255, 255, 255))
-  for row_index, row in enumerate(rows):
-    for column, image in enumerate(row):
-      tile = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
-      sheet.paste(tile, (column * size, row_index * size))
+def _contact_sheet(path: str, pairs: Sequence[tuple[np.ndarray, np.ndarray]], columns: int,
+                   tile: int) -> None:
+  """For each (generated, real) pair of videos: `columns` evenly spaced frames of the generated
+  one in a row above the same frames of the real one."""
+  sheet = Image.new("RGB", (columns * tile, 2 * len(pairs) * tile), (255, 255, 255))
+  for index, (generated, real) in enumerate(pairs):
+    times = np.linspace(0, len(generated) - 1, columns).round().astype(int)
+    for row, video in enumerate((generated, real)):
+      for column, t in enumerate(times):
+        image = Image.fromarray(video[t]).resize((tile, tile), Image.Resampling.BICUBIC)
+        sheet.paste(image, (column * tile, (2 * index + row) * tile))
   sheet.save(path)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True, help="Where everything is written.")
-  parser.add_argument("--num_speakers", type=int, default=8)
-  parser.add_argument("--clips_per_speaker", type=int, default=4)
-  parser.add_argument("--resolution", type=int, default=128)
-  parser.add_argument("--num_mp4_clips", type=int, default=6,
-                      help="SynthTalk clips re-encoded as mp4 and prepared with the tracker.")
-  parser.add_argument("--num_workers", type=int, default=2)
+def make_videos(workdir: str, head: talking_head.TalkingHead, test_clips: Sequence[dict],
+                rendered: dict[str, np.ndarray], real: dict[str, np.ndarray], count: int,
+                display_scale: int) -> dict[str, str]:
+  """talking_synthtalk.mp4, side_by_side.mp4 and contact_sheet.png from held-out clips."""
+  clips = _video_clips(test_clips, count)
+  generated = [rendered[clip["clip_id"]] for clip in clips]
+  truth = [real[clip["clip_id"]][:len(video)] for clip, video in zip(clips, generated)]
+  audio = np.concatenate([np.asarray(clip["audio"], np.float32)[
+      :round(len(video) * records.AUDIO_SAMPLE_RATE / head.fps)] / 32768.0
+      for clip, video in zip(clips, generated)])
+  outputs = {name: os.path.join(workdir, name) for name in (
+      "talking_synthtalk.mp4", "side_by_side.mp4", "contact_sheet.png")}
+  media.write_video(outputs["talking_synthtalk.mp4"],
+                    talking_head.upscale(np.concatenate(generated), display_scale), head.fps, audio=audio,
+                    sample_rate=records.AUDIO_SAMPLE_RATE)
+  media.write_video(outputs["side_by_side.mp4"],
+                    talking_head.upscale(np.concatenate([np.concatenate([g, t], axis=2)
+                                             for g, t in zip(generated, truth)]), display_scale),
+                    head.fps, audio=audio, sample_rate=records.AUDIO_SAMPLE_RATE)
+  _contact_sheet(outputs["contact_sheet.png"], list(zip(generated, truth)), columns=8,
+                 tile=64 * display_scale // 2)
+  return outputs
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m vasa_jax.demo",
+                                   description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--workdir", required=True, help="where everything is written")
+  parser.add_argument("--quick", action="store_true",
+                      help="every step at a smoke-test scale (~3 minutes, untrained faces)")
+  parser.add_argument("--latent_config", default=None,
+                      help="stage-1 config (default: configs/latent.py:demo)")
+  parser.add_argument("--motion_config", default=None,
+                      help="stage-2 config (default: configs/motion.py:demo)")
+  parser.add_argument("--photo", default=DEFAULT_PHOTO, help="the photo to animate")
+  parser.add_argument("--speech", default=DEFAULT_SPEECH, help="the speech it says")
+  parser.add_argument("--num_videos", type=int, default=3,
+                      help="held-out clips (of different speakers) in the SynthTalk videos")
+  parser.add_argument("--display_scale", type=int, default=4,
+                      help="the videos' frames are upscaled by this for viewing")
   args = parser.parse_args(argv)
+  try:
+    return run(args)
+  except (pipeline.PipelineError, config_files.ConfigFileError, talking_head.SampleError,
+          FileNotFoundError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
+  started = time.perf_counter()
   workdir = os.path.abspath(args.workdir)
-  os.makedirs(workdir, exist_ok=True)
+  latent_config = config_files.load(
+      args.latent_config or config_files.default_path("configs/latent.py") + ":demo")
+  motion_config = config_files.load(
+      args.motion_config or config_files.default_path("configs/motion.py") + ":demo")
+  data = QUICK_DATA if args.quick else DEMO_DATA
+  if args.quick:
+    latent_config.total_steps = QUICK_STEPS["latent"]
+    motion_config.total_steps = QUICK_STEPS["motion"]
+    motion_config.sampling.num_steps = QUICK_DENOISING_STEPS
+  for config in (latent_config, motion_config):
+    config.checkpoint_every_steps = min(config.checkpoint_every_steps, config.total_steps)
+    config.seed = data.seed
+  step_number = iter(range(1, 7))
+  announce = lambda message: print(f"{next(step_number)}/6 {message}", flush=True)
+  seconds = pipeline.run(workdir, data, latent_config, motion_config, announce)
 
-  print("1/4 generating SynthTalk ...", flush=True)
-  synthtalk_dir = _synthtalk(workdir, args)
-  print("2/4 writing mp4 files in the VoxCeleb2 layout and preparing them ...", flush=True)
-  tree_dir = os.path.join(workdir, "voxceleb2_layout")
-  truth = _as_voxceleb2_tree(synthtalk_dir, tree_dir, args.num_mp4_clips,
-                             source_resolution=2 * args.resolution)
-  prepared_dir = os.path.join(workdir, "prepared")
-  prepare.prepare(prepare.PrepareConfig(
-      source="voxceleb2", input_dir=tree_dir, output_dir=prepared_dir,
-      resolution=args.resolution, num_workers=args.num_workers, clips_per_shard=4))
+  where = pipeline.paths(workdir)
+  announce("held-out speakers speak held-out speech; the photo speaks the sentence")
+  start = time.perf_counter()
+  head = talking_head.TalkingHead(where["latent"], where["motion"])
+  train_clips = synthtalk_check.read_motion_split(where["motion_data"], "train")
+  test_clips = synthtalk_check.read_motion_split(where["motion_data"], "test")
+  real = _heldout_frames(where["synthtalk"], {clip["clip_id"] for clip in test_clips})
+  motion_report, generated_motion = synthtalk_check.evaluate_motion(
+      head.sampler, train_clips, test_clips, seed=data.seed)
 
-  print("3/4 comparing the tracker with the ground truth ...", flush=True)
-  summary = {"synthtalk": _describe(synthtalk_dir), "prepared_mp4": _describe(prepared_dir),
-             "tracker_vs_ground_truth": _tracker_errors(prepared_dir, truth)}
+  def render(first_frame, motion):
+    appearance = head.encode(first_frame)
+    return np.concatenate(list(head.render(appearance, motion)))
 
-  print("4/4 reading batches through Grain ...", flush=True)
-  pairs = next(input_pipeline.stage1_iterator(
-      synthtalk_dir, "train", batch_size=4, image_size=args.resolution, seed=0))
-  windows = next(input_pipeline.stage2_iterator(
-      synthtalk_dir, "train", batch_size=4, window=25, num_previous=5,
-      frame_fields=("ground_truth/factors", "annotations/head_pose"), with_audio=True, seed=0))
-  summary["stage1_batch"] = {key: f"{value.dtype}{list(value.shape)}"
-                             for key, value in pairs.items()}
-  summary["stage2_batch"] = {key: f"{value.dtype}{list(value.shape)}"
-                             for key, value in windows.items()}
-  prepared_records = records.read_shard(records.split_shard_paths(
-      prepared_dir, records.read_manifest(prepared_dir), "train")[0])
-  _contact_sheet(os.path.join(workdir, "contact_sheet.png"), [
-      pairs["source_image"], pairs["driver_image"], pairs["cross_identity_image"],
-      np.stack([media.decode_jpeg(record["frames"][0]) for record in prepared_records[:4]]),
-  ], size=128)
+  pixel_report, rendered = synthtalk_check.evaluate_pixels(render, test_clips, real,
+                                                           generated_motion)
+  reconstruction = synthtalk_check.evaluate_reconstruction(render, test_clips, real)
+  outputs = make_videos(workdir, head, test_clips, rendered, real, args.num_videos,
+                        args.display_scale)
+  outputs["talking_photo.mp4"] = os.path.join(workdir, "talking_photo.mp4")
+  talking_head.generate_video(head, args.photo, args.speech, outputs["talking_photo.mp4"],
+                              progress=False, output_scale=args.display_scale)
+  seconds["videos_and_scores"] = round(time.perf_counter() - start, 1)
+
+  announce("summary")
+  summary: dict[str, Any] = {
+      "configs": {"latent": args.latent_config or "configs/latent.py:demo",
+                  "motion": args.motion_config or "configs/motion.py:demo"},
+      "quick": bool(args.quick),
+      "training_steps": {"latent": latent_config.total_steps,
+                         "motion": motion_config.total_steps},
+      "heldout_reconstruction": reconstruction,
+      "motion": motion_report,
+      "pixels": {key: value for key, value in pixel_report.items() if key != "per_clip"},
+      "seconds": dict(seconds, total=round(time.perf_counter() - started, 1)),
+      "outputs": outputs,
+  }
   with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1)
-  print(json.dumps(summary, indent=1))
-  print(f"contact sheet (rows: source, driver, cross-identity frames of a stage-1 batch; "
-        f"crops the tracker made from the mp4 files): {workdir}/contact_sheet.png")
-  return summary
+  generated, real_clips = summary["pixels"]["generated"], summary["pixels"]["real_clips"]
+  print(f"held-out reconstruction PSNR {reconstruction['psnr_db']:.2f} dB; lip sync on the "
+        f"pixels (mouth vs speech envelope): generated "
+        f"{generated.get('mouth_envelope_correlation', float('nan')):.2f}, shuffled audio "
+        f"{generated.get('shuffled_audio_correlation', float('nan')):.2f}, real clips "
+        f"{real_clips.get('mouth_envelope_correlation', float('nan')):.2f}; face found in "
+        f"{100 * generated.get('face_found_rate', 0):.0f}% of generated frames")
+  print(f"gaze error (degrees): {motion_report['gaze_error_degrees']}")
+  for name, path in outputs.items():
+    print(f"wrote {path}")
+  print(f"{workdir}/summary.json; {summary['seconds']['total'] / 60:.1f} minutes in all")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

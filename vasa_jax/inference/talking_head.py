@@ -226,9 +226,13 @@ def read_speech(path: str) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 def render_video(head: TalkingHead, face: np.ndarray, waveform: np.ndarray, output_path: str, *,
                  stream: bool = False, chunk_frames: Optional[int] = None,
-                 progress: bool = True, **controls) -> dict[str, float]:
+                 progress: bool = True, output_scale: int = 1,
+                 **controls) -> dict[str, float]:
   """Animates a face crop (`crop_face`) with speech [N] and writes the mp4; returns figures
-  (frames, seconds, and for `stream` the first-frame latency and sustained frame rate)."""
+  (frames, seconds, and for `stream` the first-frame latency and sustained frame rate).
+
+  The frames have the latent model's resolution S; `output_scale` > 1 upscales them (bicubic) to
+  output_scale x S for viewing before they are written."""
   num_frames = audio_lib.num_video_frames(len(waveform), head.fps)
   if num_frames < 1:
     raise SampleError(f"the audio is shorter than one video frame ({len(waveform)} samples at "
@@ -256,11 +260,23 @@ def render_video(head: TalkingHead, face: np.ndarray, waveform: np.ndarray, outp
     raise AssertionError(f"made {len(frames)} frames for {num_frames} frames of audio")
   try:
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    media.write_video(output_path, np.stack(frames), head.fps, audio=waveform,
+    media.write_video(output_path, upscale(np.stack(frames), output_scale), head.fps,
+                      audio=waveform,
                       sample_rate=audio_lib.SAMPLE_RATE)
   except (OSError, av.FFmpegError) as error:
     raise SampleError(f"cannot write {output_path!r}: {error}") from error
   return report
+
+
+def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
+  """uint8 [T, S, S, 3] -> [T, scale * S, scale * S, 3] (bicubic); `scale` 1 returns `frames`."""
+  if scale < 1:
+    raise SampleError(f"the output scale must be at least 1, got {scale}")
+  if scale == 1:
+    return frames
+  size = (frames.shape[2] * scale, frames.shape[1] * scale)
+  return np.stack([np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BICUBIC))
+                   for frame in frames])
 
 
 def generate_video(head: TalkingHead, image_path: str, audio_path: str, output_path: str,
