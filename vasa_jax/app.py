@@ -57,8 +57,8 @@ MAX_QUEUE = 20  # requests waiting for their turn before new ones are turned awa
 CACHE_SECONDS = 3600  # Gradio's copies of uploads and videos are deleted after an hour
 MAX_STEPS = 200  # the most denoising steps offered (VASA-1 samples with 50)
 CROP_DISPLAY_PX = 256  # the crop is shown enlarged to this size, pixels kept sharp
-CSS = (f"#crop img {{width: {CROP_DISPLAY_PX}px; height: {CROP_DISPLAY_PX}px; "
-       "image-rendering: pixelated;}")
+CSS = (f"#crop img {{width: {CROP_DISPLAY_PX}px !important; height: {CROP_DISPLAY_PX}px "
+       "!important; object-fit: contain; image-rendering: pixelated;}")
 
 
 class App:
@@ -68,9 +68,6 @@ class App:
     self.head = head
     self.max_audio_seconds = max_audio_seconds
     self.output_dir = output_dir  # one video at a time lives here until the next request
-    sampling = head.sampler.config.sampling
-    self.defaults = dict(cfg_audio=float(sampling.lambda_audio),
-                         cfg_gaze=float(sampling.lambda_gaze), steps=head.sampler.num_steps)
 
   def _face(self, photo: Optional[str]) -> np.ndarray:
     """The photo's face crop (`talking_head.crop_face`), uint8 [512, 512, 3]."""
@@ -91,8 +88,8 @@ class App:
                cfg_gaze: Optional[float] = None, steps: Optional[int] = None, seed: int = 0,
                stream: bool = False) -> tuple[str, str]:
     """(mp4 path, summary line) for a photo and a speech file; gaze and distance are dropped
-    (the model samples them) unless set; cfg_audio, cfg_gaze and steps default to the motion
-    config's."""
+    (the model samples them) unless set; cfg_audio, cfg_gaze and steps (None) default to the
+    motion config's."""
     with _shown_as_message(photo, speech):
       face = self._face(photo)
       if not speech:
@@ -110,20 +107,14 @@ class App:
           self.head, face, waveform, output, stream=bool(stream),
           gaze=(float(gaze_theta), float(gaze_phi)) if set_gaze else None,
           distance=float(distance) if set_distance else None, seed=int(seed),
-          lambda_audio=_default(cfg_audio, self.defaults["cfg_audio"], float),
-          lambda_gaze=_default(cfg_gaze, self.defaults["cfg_gaze"], float),
-          num_steps=_default(steps, self.defaults["steps"], int))
+          lambda_audio=cfg_audio, lambda_gaze=cfg_gaze,
+          num_steps=None if steps is None else int(steps))
     summary = (f"{report['frames']} frames at {self.head.fps:g} fps ({report['seconds']:.2f} s "
                f"of speech) in {time.perf_counter() - start:.1f} s")
     if stream:
       summary += (f"; streaming: first frame {1000 * report['first_frame_latency_s']:.0f} ms after "
                   f"the first audio chunk, {report['sustained_fps']:.1f} frames/s sustained")
     return output, summary
-
-
-def _default(value, default, kind):
-  """`value` as `kind`, or `default` when the API left it out (None)."""
-  return default if value is None else kind(value)
 
 
 @contextlib.contextmanager
@@ -143,6 +134,7 @@ def _shown_as_message(*uploads: Optional[str]) -> Iterator[None]:
 def build(app: App, title: str) -> "gr.Blocks":
   """The page: inputs on the left, the face crop, video and summary on the right."""
   head = app.head
+  sampling = head.sampler.config.sampling  # the defaults of the guidance scales
   with gr.Blocks(title="vasa_jax talking face", analytics_enabled=False,
                  delete_cache=(CACHE_SECONDS, CACHE_SECONDS)) as page:
     gr.Markdown(f"# vasa_jax: a talking face from a photo and speech\n{title}")
@@ -164,15 +156,14 @@ def build(app: App, title: str) -> "gr.Blocks":
           distance = gr.Slider(*DISTANCE_RANGE, value=1.0, step=0.05,
                                label="Head distance (1 = reference face size, larger = farther)")
           with gr.Row():
-            cfg_audio = gr.Slider(*CFG_RANGE, value=app.defaults["cfg_audio"], step=0.1,
+            cfg_audio = gr.Slider(*CFG_RANGE, value=sampling.lambda_audio, step=0.1,
                                   label="Audio guidance scale")
-            cfg_gaze = gr.Slider(*CFG_RANGE, value=app.defaults["cfg_gaze"], step=0.1,
+            cfg_gaze = gr.Slider(*CFG_RANGE, value=sampling.lambda_gaze, step=0.1,
                                  label="Gaze guidance scale")
           with gr.Row():
             steps = gr.Slider(1, min(MAX_STEPS, head.sampler.schedule.num_steps),
-                              value=app.defaults["steps"],
-                              step=1, label="Denoising steps", elem_id="steps")
-            seed = gr.Number(value=0, precision=0, label="Seed")
+                              value=head.sampler.num_steps, step=1, label="Denoising steps")
+            seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**31 - 1, label="Seed")
           stream = gr.Checkbox(label="Streaming path (audio fed in chunks; reports the latency)",
                                value=False)
         button = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -202,12 +193,13 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--motion_checkpoint", required=True, help="stage-2 run's --workdir")
   parser.add_argument("--host", default="127.0.0.1",
                       help="address to serve on (0.0.0.0 opens it to the network)")
-  parser.add_argument("--port", type=int, default=7860, help="port to serve on")
+  parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
   parser.add_argument("--share", action="store_true",
                       help="also open a public gradio.live link (off by default)")
   parser.add_argument("--max_audio_seconds", type=float, default=60.0,
-                      help="longest speech accepted")
-  parser.add_argument("--max_file_mb", type=float, default=20.0, help="largest upload accepted")
+                      help="longest speech accepted, in seconds (default 60)")
+  parser.add_argument("--max_file_mb", type=float, default=20.0,
+                      help="largest upload accepted, in MB (default 20)")
   parser.add_argument("--wav2vec2_dir", help="overrides the motion config's audio.wav2vec2_dir")
   parser.add_argument("--batch_size", type=int, default=8, help="frames per decoder call")
   return parser
@@ -237,16 +229,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
            f"`{_run_name(args.motion_checkpoint)}` ({head.fps:g} fps). Speech up to "
            f"{args.max_audio_seconds:g} s, uploads up to {args.max_file_mb:g} MB.")
   page = build(App(head, args.max_audio_seconds, output_dir), title)
-  # `kill` (SIGTERM) ends the server as Ctrl-C does: through the clean-up below.
-  signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
   try:
     page.launch(server_name=args.host, server_port=args.port, share=args.share,
                 max_file_size=int(args.max_file_mb * 1024 * 1024), ssr_mode=False, css=CSS,
-                show_error=False)
-  except OSError as error:  # the port is taken, the address cannot be bound
-    print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+                show_error=False, prevent_thread_lock=True)
+  except OSError:  # Gradio's "Cannot find empty port": taken, or an address not this machine's
+    shutil.rmtree(output_dir, ignore_errors=True)
+    print(f"error: cannot serve on {args.host}:{args.port}: the port is in use or the address "
+          "is not this machine's; choose another --port or --host", file=sys.stderr)
     return 1
+  # `kill` (SIGTERM) ends the server as Ctrl-C does, through the clean-up below.
+  signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+  try:
+    page.block_thread()  # serves until Ctrl-C
   finally:
+    page.close()
     shutil.rmtree(output_dir, ignore_errors=True)
   return 0
 
