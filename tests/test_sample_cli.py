@@ -8,112 +8,47 @@ import os
 import re
 import subprocess
 import sys
-import wave
 
 import av
-import flax.linen as nn
-import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from configs import latent as latent_config_lib
 from configs import motion as motion_config_lib
-from vasa_jax.data import face_tracker
+from tests import fake_runs
 from vasa_jax.data import media
 from vasa_jax.data.synthtalk import dataset as synthtalk
-from vasa_jax.data.synthtalk import render as synthtalk_render
 from vasa_jax import sample
 from vasa_jax.inference import streaming
-from vasa_jax.inference import sampler as sampler_lib
 from vasa_jax.data import speech_features
-from vasa_jax.models import autoencoder as autoencoder_lib
-from vasa_jax.models import motion_dit
 from vasa_jax.training import checkpoint
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEECH_SECONDS = 1.37  # 34.25 frames at 25 fps: 34 frames, two windows of the tiny model (W=25)
-FPS = 25.0
-SAMPLE_RATE = 16_000
-
-
-def _init(init_fn, *args):
-  """`jax.jit(init_fn)(*args)` compiled without XLA's backend optimisations (the tiny
-  autoencoder's init compiles in half the time; the values are the same initialisation)."""
-  compiled = jax.jit(init_fn).lower(*args).compile(
-      compiler_options={"xla_backend_optimization_level": 0})
-  return nn.meta.unbox(compiled(*args)["params"])
-
-
-def _save_run(workdir, config, state):
-  """Writes `state` as step 0 of a training run in `workdir`, as the training loop does."""
-  os.makedirs(workdir)
-  checkpoint.write_config(workdir, config)
-  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1,
-                                         save_interval_steps=1)
-  checkpointer.save(0, state, iter(grain.MapDataset.range(1).to_iter_dataset()), force=True)
-  checkpointer.wait_until_finished()
-  checkpointer.close()
+FPS = fake_runs.FPS
+SAMPLE_RATE = fake_runs.SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")
 def workdirs(tmp_path_factory):
   """(latent workdir, motion workdir) of untrained tiny models."""
-  root = tmp_path_factory.mktemp("runs")
-  key = jax.random.key(0, impl="rbg")
-  latent = latent_config_lib.get_config("tiny")
-  model = autoencoder_lib.FaceAutoencoder.from_config(latent.model)
-  image = jnp.zeros((1, latent.image_size, latent.image_size, 3))
-  generator = _init(model.init, key, image, image)
-  _save_run(str(root / "latent"), latent, {"ema_generator": generator, "step": 0})
-
-  motion = motion_config_lib.get_config("tiny")
-  dit = motion_dit.MotionDiT.from_config(motion.model)
-  params = _init(dit.init, key, *_zero_dit_inputs(dit))
-  _save_run(str(root / "motion"), motion, {"ema_params": params,
-                                           "statistics": _statistics(motion.model), "step": 0})
-  return str(root / "latent"), str(root / "motion")
-
-
-def _statistics(model_config):
-  """Statistics of small motion around zero: the untrained model's output stays a plausible pose
-  and expression."""
-  return {name: {"mean": np.zeros(shape, np.float32), "std": np.full(shape, 0.1, np.float32)}
-          for name, shape in sampler_lib.statistics_shapes(model_config).items()}
-
-
-def _zero_dit_inputs(dit):
-  """Zero inputs of MotionDiT.__call__ for a batch of one."""
-  def zeros(*shape, dtype=jnp.float32):
-    return jnp.zeros((1,) + shape, dtype)
-  return (zeros(dit.window, dit.motion_dim), zeros(dtype=jnp.int32),
-          zeros(dit.num_previous, dit.motion_dim), zeros(dit.num_previous, dit.audio_dim),
-          zeros(dit.window, dit.audio_dim), zeros(2), zeros(), zeros(dit.emotion_dim))
+  return fake_runs.make_runs(str(tmp_path_factory.mktemp("runs")))
 
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory):
   """A 256 px SynthTalk head the face tracker finds, as a PNG."""
-  tracker = face_tracker.FaceTracker()
-  rng = np.random.default_rng(2024)
-  for _ in range(20):
-    image = synthtalk_render.render(synthtalk_render.sample_identity(rng), {}, 256)
-    if tracker.track_image(image).skip_reason is None:
-      path = str(tmp_path_factory.mktemp("photo") / "face.png")
-      Image.fromarray(image).save(path)
-      return path
-  pytest.fail("the face tracker found none of 20 SynthTalk heads")
+  path = str(tmp_path_factory.mktemp("photo") / "face.png")
+  fake_runs.write_face_photo(path)
+  return path
 
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
   """(path, samples): SPEECH_SECONDS of synthetic voiced speech as a 16 kHz wav."""
-  waveform = synthtalk.synthetic_speech(np.random.default_rng(1), SPEECH_SECONDS, 120.0)
   path = str(tmp_path_factory.mktemp("speech") / "speech.wav")
-  media.write_audio(path, waveform, SAMPLE_RATE)
-  return path, waveform
+  return path, fake_runs.write_speech(path, SPEECH_SECONDS)
 
 
 def _flags(workdirs, photo, speech_path, output, *extra):
@@ -178,14 +113,6 @@ def test_streaming_features_equal_offline_features(workdirs):
     np.testing.assert_allclose(np.concatenate(parts), offline, rtol=1e-5, atol=1e-4)
 
 
-def _write_wav(path, samples):
-  with wave.open(path, "wb") as file:
-    file.setnchannels(1)
-    file.setsampwidth(2)
-    file.setframerate(SAMPLE_RATE)
-    file.writeframes(np.asarray(samples, np.int16).tobytes())
-
-
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory, workdirs):
   """Named paths of unusable inputs."""
@@ -194,8 +121,8 @@ def bad_inputs(tmp_path_factory, workdirs):
       "gray.png", "empty.wav", "silent.wav", "garbage.wav", "garbage_run", "garbage_checkpoint",
       "mismatched_run")}
   Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(paths["gray.png"])
-  _write_wav(paths["empty.wav"], [])
-  _write_wav(paths["silent.wav"], np.zeros(SAMPLE_RATE))
+  fake_runs.write_wav(paths["empty.wav"], [])
+  fake_runs.write_wav(paths["silent.wav"], np.zeros(SAMPLE_RATE))
   with open(paths["garbage.wav"], "wb") as file:
     file.write(os.urandom(4000))
   os.makedirs(os.path.join(paths["garbage_run"], "checkpoints", "0"))
@@ -211,10 +138,7 @@ def bad_inputs(tmp_path_factory, workdirs):
   # A motion model for another latent model (z_dyn of 8 values instead of 16).
   mismatched = motion_config_lib.get_config("tiny")
   mismatched.model.motion_dim = motion_config_lib.POSE_DIM + 8
-  dit = motion_dit.MotionDiT.from_config(mismatched.model)
-  _save_run(paths["mismatched_run"], mismatched, {
-      "ema_params": _init(dit.init, jax.random.key(0, impl="rbg"), *_zero_dit_inputs(dit)),
-      "statistics": _statistics(mismatched.model), "step": 0})
+  fake_runs.save_motion_run(paths["mismatched_run"], mismatched)
   return paths
 
 

@@ -101,6 +101,21 @@ def test_one_compilation_across_windows_calls_scales_and_streams(config, params,
   assert sampler.trace_count == 1
 
 
+def test_steps_per_call_equal_a_sampler_built_with_them(config, params, statistics, sampler):
+  features = _features(30)
+  two_steps = sampler_lib.MotionSampler(config, params, statistics, num_steps=2)
+  expected = two_steps.generate(features, seed=2, **CONTROLS)
+  traces = sampler.trace_count
+  np.testing.assert_allclose(sampler.generate(features, seed=2, num_steps=2, **CONTROLS),
+                             expected, rtol=1e-5, atol=1e-5)
+  sampler.generate(features, seed=2, num_steps=2, **CONTROLS)
+  assert sampler.trace_count == traces + 1  # one compilation for the new number of steps
+  default = sampler.generate(features, seed=2, **CONTROLS)  # NUM_STEPS: a different result
+  assert np.abs(default - expected).max() > 1e-3
+  with pytest.raises(ValueError, match="num_sampling_steps 1001 must be in"):
+    sampler.start_stream(num_steps=1001)
+
+
 def test_streaming_gives_as_many_frames_as_offline(sampler):
   features = _features(60)
   offline = sampler.generate(features, seed=5, **CONTROLS)

@@ -27,8 +27,8 @@ Normalisation: motion, audio features, gaze and distance are standardised with t
 statistics exactly as the trainer did (`vasa_jax.trainers.motion.model_inputs`); the model
 predicts normalised X^0, which is denormalised before it is returned. Emotion is used raw.
 
-One window function is compiled for the sampler's static shapes (W, K, M, A, E, steps, method);
-`trace_count` counts its compilations.
+One window function is compiled for the sampler's static shapes (W, K, M, A, E, method) and each
+number of denoising steps used; `trace_count` counts its compilations.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class MotionSampler:
 
   config: the stage-2 run's config (configs/motion.py); params: MotionDiT parameters (the EMA
   weights); statistics: the checkpoint's {name: {"mean", "std"}} (see `STATISTICS_SHAPES`).
-  num_steps, method, eta: sampling overrides of `config.sampling` (static: one compilation each).
+  num_steps, method, eta: sampling overrides of `config.sampling` (static: one compilation each;
+  num_steps is the default of `start_stream`, which may ask for another).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, params: Any,
@@ -100,9 +101,9 @@ class MotionSampler:
     self.params = jax.device_put(params)
     self.prng_impl = config.get("prng_impl")
     self.trace_count = 0  # compilations of the window function
-    self._window_fn = jax.jit(self._sample_window)
+    self._window_fn = jax.jit(self._sample_window, static_argnames="num_steps")
 
-  def _sample_window(self, params, conditions, drops, rng, lambda_audio, lambda_gaze):
+  def _sample_window(self, params, conditions, drops, rng, lambda_audio, lambda_gaze, num_steps):
     """Traced body of the window function (see `sample_window`)."""
     self.trace_count += 1
     denoise_fn = guidance.with_guidance(
@@ -110,20 +111,23 @@ class MotionSampler:
     noise_rng, steps_rng = jax.random.split(rng)
     x_start = jax.random.normal(noise_rng, (1, self.window, self.motion_dim))  # X^T [1, W, M]
     return sampling.sample(denoise_fn, self.schedule, x_start, conditions, drops, steps_rng,
-                           self.num_steps, self.method, self.eta)
+                           num_steps, self.method, self.eta)
 
   def sample_window(self, conditions: Mapping[str, Any], drops: Mapping[str, Any],
-                    rng: jax.Array, lambda_audio: float, lambda_gaze: float) -> jax.Array:
+                    rng: jax.Array, lambda_audio: float, lambda_gaze: float,
+                    num_steps: Optional[int] = None) -> jax.Array:
     """One guided window: normalised X^0 [1, W, M] (the compiled window function).
 
     conditions: `motion_dit.CONDITION_KEYS` -> normalised previous_motion [1, K, M],
       previous_audio [1, K, A], audio [1, W, A], gaze [1, 2], distance [1], emotion [1, E];
     drops: drop_previous, drop_gaze, drop_distance, drop_emotion [1] bool, audio_valid [1, W];
     rng: split into the initial noise X^T (first half) and the per-step noise of
-      `sampling.sample` (second half).
+      `sampling.sample` (second half);
+    num_steps: denoising steps (default: the sampler's `num_steps`).
     """
     return self._window_fn(self.params, dict(conditions), dict(drops), rng,
-                           jnp.float32(lambda_audio), jnp.float32(lambda_gaze))
+                           jnp.float32(lambda_audio), jnp.float32(lambda_gaze),
+                           num_steps=int(num_steps or self.num_steps))
 
   def _controls(self, gaze, distance, emotion) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
     """Normalised control conditions [1, ...] and their drop flags (None: dropped)."""
@@ -147,14 +151,18 @@ class MotionSampler:
   def start_stream(self, gaze: Optional[Sequence[float]] = None,
                    distance: Optional[float] = None, emotion: Optional[Sequence[float]] = None,
                    seed: int = 0, lambda_audio: Optional[float] = None,
-                   lambda_gaze: Optional[float] = None) -> "MotionStream":
-    """A `MotionStream` with these controls (None: dropped) and guidance scales (None: the
-    config's `sampling.lambda_audio` / `lambda_gaze`)."""
+                   lambda_gaze: Optional[float] = None,
+                   num_steps: Optional[int] = None) -> "MotionStream":
+    """A `MotionStream` with these controls (None: dropped), guidance scales (None: the
+    config's `sampling.lambda_audio` / `lambda_gaze`) and denoising steps (None: the sampler's
+    `num_steps`; each new number compiles the window function once)."""
     conditions, dropped = self._controls(gaze, distance, emotion)
+    num_steps = self.num_steps if num_steps is None else int(num_steps)
+    sampling.sampling_timesteps(self.schedule.num_steps, num_steps)  # checks num_steps
     return MotionStream(
         self, conditions, dropped, jax.random.key(seed, impl=self.prng_impl),
         self.config.sampling.lambda_audio if lambda_audio is None else lambda_audio,
-        self.config.sampling.lambda_gaze if lambda_gaze is None else lambda_gaze)
+        self.config.sampling.lambda_gaze if lambda_gaze is None else lambda_gaze, num_steps)
 
   def stream(self, feature_chunks: Iterable[np.ndarray], **controls) -> Iterator[np.ndarray]:
     """Motion [c, M] for each chunk of audio features [c, A] as it arrives; chunks longer than W
@@ -169,7 +177,8 @@ class MotionSampler:
                **controls) -> np.ndarray:
     """Motion [T, M] (denormalised [z_pose, z_dyn]) for audio features [T, A], T >= 1.
 
-    `controls`: gaze, distance, emotion, seed, lambda_audio, lambda_gaze as for `start_stream`.
+    `controls`: gaze, distance, emotion, seed, lambda_audio, lambda_gaze, num_steps as for
+    `start_stream`.
     progress: show a tqdm bar over the windows.
     """
     audio_features = np.asarray(audio_features, np.float32)
@@ -191,12 +200,13 @@ class MotionStream:
 
   def __init__(self, sampler: MotionSampler, controls: dict[str, np.ndarray],
                dropped: dict[str, bool], key: jax.Array, lambda_audio: float,
-               lambda_gaze: float):
+               lambda_gaze: float, num_steps: int):
     self.sampler = sampler
     self._controls = controls  # normalised gaze [1, 2], distance [1], emotion [1, E]
     self._dropped = {name: np.array([flag]) for name, flag in dropped.items()}  # [1] bool each
     self._key = key
     self._lambdas = (float(lambda_audio), float(lambda_gaze))
+    self._num_steps = num_steps  # denoising steps per window
     # The last (up to K) generated frames, normalised: motion [k, M] and audio features [k, A].
     self._previous_motion = np.zeros((0, sampler.motion_dim), np.float32)
     self._previous_audio = np.zeros((0, sampler.audio_dim), np.float32)
@@ -228,7 +238,8 @@ class MotionStream:
     drops = {"drop_previous": np.array([not has_previous]),
              "audio_valid": (np.arange(sampler.window) < count)[None], **self._dropped}
     rng = jax.random.fold_in(self._key, self.num_windows)
-    motion = np.asarray(sampler.sample_window(conditions, drops, rng, *self._lambdas))[0, :count]
+    motion = np.asarray(sampler.sample_window(conditions, drops, rng, *self._lambdas,
+                                               self._num_steps))[0, :count]
     self._previous_motion = np.concatenate([self._previous_motion, motion])[
         -sampler.num_previous:]
     self._previous_audio = np.concatenate([self._previous_audio, audio])[-sampler.num_previous:]

@@ -90,7 +90,7 @@ def stream_frames(head: "talking_head.TalkingHead", appearance: tuple[jax.Array,
   """Video frames uint8 [S, S, 3], one by one, as 16 kHz audio chunks [c] arrive.
 
   appearance: `head.encode(face)`; controls: gaze, distance, emotion, seed, lambda_audio,
-  lambda_gaze of `MotionSampler.start_stream`.
+  lambda_gaze, num_steps of `MotionSampler.start_stream`.
   """
   features = StreamingFeatures(head.featurizer)
 

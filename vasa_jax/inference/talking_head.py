@@ -85,6 +85,13 @@ def load_motion(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
   return config, params, statistics
 
 
+def check_num_steps(num_steps: Optional[int], num_train_steps: int) -> None:
+  """SampleError unless `num_steps` (None: the config's) is in [1, num_train_steps]."""
+  if num_steps is not None and not 1 <= num_steps <= num_train_steps:
+    raise SampleError(f"the denoising steps must be in [1, {num_train_steps}] (the training "
+                      f"steps), got {num_steps}")
+
+
 class TalkingHead:
   """The trained stages, ready to animate faces: speech features, motion sampler, autoencoder.
 
@@ -100,9 +107,7 @@ class TalkingHead:
       raise SampleError(f"the decoder batch size must be at least 1, got {batch_size}")
     latent_config, latent_params = load_latent(latent_checkpoint)
     motion_config, motion_params, statistics = load_motion(motion_checkpoint)
-    if num_steps is not None and not 1 <= num_steps <= motion_config.diffusion.num_steps:
-      raise SampleError(f"the denoising steps must be in [1, {motion_config.diffusion.num_steps}]"
-                        f" (the training steps), got {num_steps}")
+    check_num_steps(num_steps, motion_config.diffusion.num_steps)
     expected_motion_dim = motion_records.POSE_DIM + latent_config.model.dyn_dim
     if motion_config.model.motion_dim != expected_motion_dim:
       raise checkpoint_lib.CheckpointError(
@@ -142,16 +147,19 @@ class TalkingHead:
     self._encode = jax.jit(encode)
     self._decode = jax.jit(decode)
 
-  def encode(self, face: np.ndarray) -> tuple[jax.Array, jax.Array]:
-    """A face crop uint8 [s, s, 3] (`crop_face`) -> (V_app, z_id), each with a batch axis of 1.
-
-    The crop is resized (bicubic) to the model's image size S, as training frames stored at
-    another size are (`input_pipeline.decode_frame`).
-    """
+  def model_input(self, face: np.ndarray) -> np.ndarray:
+    """A face crop uint8 [s, s, 3] (`crop_face`) as the model sees it: uint8 [S, S, 3], resized
+    (bicubic) to the model's image size S as training frames stored at another size are
+    (`input_pipeline.decode_frame`)."""
     crop = Image.fromarray(np.asarray(face, np.uint8))
     if crop.size != (self.image_size, self.image_size):
       crop = crop.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
-    return self._encode(self._params, np.asarray(crop)[None])
+    return np.asarray(crop)
+
+  def encode(self, face: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """A face crop uint8 [s, s, 3] (`crop_face`) -> (V_app, z_id), each with a batch axis of 1,
+    encoded from `model_input(face)`."""
+    return self._encode(self._params, self.model_input(face)[None])
 
   def render(self, appearance: tuple[jax.Array, jax.Array], motion: np.ndarray,
              progress: bool = False) -> Iterator[np.ndarray]:
@@ -169,9 +177,12 @@ class TalkingHead:
     if pending is not None:
       yield np.asarray(pending[0])[:pending[1]]
 
-  def warm_up(self, appearance: tuple[jax.Array, jax.Array]) -> None:
-    """Compiles the window and decoder functions (before a latency measurement)."""
-    self.sampler.start_stream().push(np.zeros((1, self.sampler.audio_dim), np.float32))
+  def warm_up(self, appearance: tuple[jax.Array, jax.Array],
+              num_steps: Optional[int] = None) -> None:
+    """Compiles the window function for `num_steps` denoising steps (None: the sampler's) and
+    the decoder function (before a latency measurement)."""
+    self.sampler.start_stream(num_steps=num_steps).push(
+        np.zeros((1, self.sampler.audio_dim), np.float32))
     for _ in self.render(appearance, np.zeros((1, self.sampler.motion_dim), np.float32)):
       pass
 
@@ -230,9 +241,10 @@ def render_video(head: TalkingHead, face: np.ndarray, waveform: np.ndarray, outp
                  **controls) -> dict[str, float]:
   """Animates a face crop (`crop_face`) with speech [N] and writes the mp4; returns figures
   (frames, seconds, and for `stream` the first-frame latency and sustained frame rate).
-
-  The frames have the latent model's resolution S; `output_scale` > 1 upscales them (bicubic) to
-  output_scale x S for viewing before they are written."""
+  `controls`: gaze, distance, emotion, seed, lambda_audio, lambda_gaze, num_steps of
+  `MotionSampler.start_stream`. The frames have the latent model's resolution S;
+  `output_scale` > 1 upscales them (bicubic) to output_scale x S before they are written."""
+  check_num_steps(controls.get("num_steps"), head.sampler.schedule.num_steps)
   num_frames = audio_lib.num_video_frames(len(waveform), head.fps)
   if num_frames < 1:
     raise SampleError(f"the audio is shorter than one video frame ({len(waveform)} samples at "
@@ -240,7 +252,7 @@ def render_video(head: TalkingHead, face: np.ndarray, waveform: np.ndarray, outp
   appearance = head.encode(face)
   report = {"frames": num_frames, "seconds": len(waveform) / audio_lib.SAMPLE_RATE}
   if stream:
-    head.warm_up(appearance)
+    head.warm_up(appearance, controls.get("num_steps"))
     chunk_frames = chunk_frames or head.sampler.window
     frames, first_time = [], None
     start_time = time.perf_counter()
