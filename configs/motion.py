@@ -129,7 +129,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.optimizer.b2 = 0.999  # Adam beta2
   config.optimizer.weight_decay = 1e-2  # AdamW decoupled weight decay
   config.optimizer.grad_clip_norm = 1.0  # global-norm gradient clipping
-  # Decay of the exponential moving average of the weights (evaluated, sampled and exported).
+  # Decay of the exponential moving average of the weights (evaluated, sampled and exported): the
+  # most it reaches; it warms up as min(ema_decay, (1 + step) / (10 + step))
+  # (`vasa_jax.training.ema`), so early checkpoints already hold mostly trained weights.
   config.ema_decay = 0.99 if tiny else 0.9999
 
   config.total_steps = 2_000 if tiny else 400_000

@@ -137,6 +137,30 @@ def test_tiny_model_overfits_a_batch(motion_data):
   assert last < first / 10
 
 
+def test_ema_follows_the_live_weights_from_the_first_step(motion_data, tiny_train_step):
+  """The EMA's decay warms up as min(ema_decay, (1 + t) / (10 + t)): after the first update it is
+  0.1 * initial + 0.9 * live, and after 40 steps it is near the live weights (a fixed decay of
+  0.99 would still hold 67% of the initialisation)."""
+  config = tiny_config(motion_data[0])
+  task = motion.make_task(config)
+  state = initial_state(task, config)
+  initial = jax.device_get(state.params)
+  train_step = jax.jit(tiny_train_step)
+  for step in range(40):
+    state, _ = train_step(state, next(task.train_iterator),
+                          jax.random.fold_in(loop.root_rng(config), step), None)
+    if step == 0:
+      jax.tree.map(lambda average, first, live: np.testing.assert_allclose(
+          average, 0.1 * first + 0.9 * live, rtol=1e-5, atol=1e-7),
+          state.ema_params, initial, state.params)
+  def distance(a, b):
+    return np.sqrt(sum(np.sum((np.asarray(x) - np.asarray(y)) ** 2)
+                       for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+  lag = distance(state.ema_params, state.params) / distance(initial, state.params)
+  print(f"EMA distance to the live weights after 40 steps: {lag:.3f} of the initialisation's")
+  assert lag < 0.25
+
+
 def step_on(mesh, train_step, task, config, state, batch, rng):
   """One step of `train_step` on `mesh`, jitted exactly as the loop jits it."""
   _, shardings, _ = loop.initial_state(task, config, mesh)

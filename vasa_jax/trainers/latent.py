@@ -57,6 +57,7 @@ from vasa_jax.models import discriminator as discriminator_lib
 from vasa_jax.models import iresnet
 from vasa_jax.models import perceptual
 from vasa_jax.models import vgg
+from vasa_jax.training import ema
 from vasa_jax.training import loop
 
 # Loss terms and the pretrained network each needs (None: none).
@@ -408,8 +409,7 @@ def make_train_step(networks: Networks, config, weights: dict[str, float],
           d_grads, state.discriminator_opt_state, state.discriminator)
       discriminator = optax.apply_updates(state.discriminator, d_updates)
       metrics["loss/discriminator"] = d_loss
-    ema_generator = optax.incremental_update(generator, state.ema_generator,
-                                             step_size=1.0 - config.ema_decay)
+    ema_generator = ema.update(state.ema_generator, generator, state.step, config.ema_decay)
     return LatentTrainState(
         step=state.step + 1, generator=generator, discriminator=discriminator,
         generator_opt_state=generator_opt_state,

@@ -33,6 +33,7 @@ from vasa_jax.diffusion import conditioning
 from vasa_jax.diffusion import normalization
 from vasa_jax.diffusion import schedules
 from vasa_jax.models import motion_dit
+from vasa_jax.training import ema
 from vasa_jax.training import loop
 
 # Per-frame record fields windowed by the input pipeline (each also comes as <name>_previous).
@@ -217,8 +218,7 @@ def make_train_step(model: motion_dit.MotionDiT, config, optimizer: optax.Gradie
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema_params = optax.incremental_update(params, state.ema_params,
-                                          step_size=1.0 - config.ema_decay)
+    ema_params = ema.update(state.ema_params, params, state.step, config.ema_decay)
     metrics = {"loss": loss, "loss/x0": terms["x0"], "loss/velocity": terms["velocity"],
                "grad_norm": optax.global_norm(grads),
                "learning_rate": learning_rate(state.step)}
