@@ -458,6 +458,7 @@ def make_evaluate(networks: Networks, config):
 
 def make_task(config, process_index: Optional[int] = None,
               process_count: Optional[int] = None) -> loop.Task:
+  input_pipeline.check_data_dir(config.data_dir, "clip", "latent")
   networks = Networks.from_config(config)
   weights = loss_weights(config)
   init_state, generator_tx, discriminator_tx = make_init_state(networks, config)
@@ -471,7 +472,8 @@ def make_task(config, process_index: Optional[int] = None,
       init_state=init_state,
       train_step=make_train_step(networks, config, weights, generator_tx, discriminator_tx),
       train_iterator=iterator, frozen=load_frozen(config),
-      evaluate=make_evaluate(networks, config) if config.eval_every_steps else None)
+      evaluate=make_evaluate(networks, config) if config.eval_every_steps else None,
+      progress_metrics=("loss/generator_total", "loss/l1", "psnr/reenacted"))
 
 
 def train_and_evaluate(config, workdir: str, mesh) -> LatentTrainState:

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from vasa_jax.data import input_pipeline
+from vasa_jax.data import motion_records
 from vasa_jax.data import records
 from vasa_jax.diffusion import conditioning
 from vasa_jax.diffusion import normalization
@@ -273,6 +274,7 @@ def make_evaluate(model: motion_dit.MotionDiT, config):
 def make_task(config, process_index: Optional[int] = None,
               process_count: Optional[int] = None) -> loop.Task:
   """Checks the data against `config.model`, computes the statistics and builds the Task."""
+  input_pipeline.check_data_dir(config.data_dir, motion_records.RECORD_KIND, "motion")
   check_data_dims(config.model, config.data_dir, config.data.train_split)
   statistics = compute_statistics(config.data_dir, config.data.train_split,
                                   config.diffusion.min_std)
@@ -288,7 +290,8 @@ def make_task(config, process_index: Optional[int] = None,
       init_state=make_init_state(model, optimizer, statistics),
       train_step=make_train_step(model, config, optimizer, learning_rate),
       train_iterator=iterator,
-      evaluate=make_evaluate(model, config) if config.eval_every_steps else None)
+      evaluate=make_evaluate(model, config) if config.eval_every_steps else None,
+      progress_metrics=("loss", "loss/x0"))
 
 
 def train_and_evaluate(config, workdir: str, mesh) -> MotionTrainState:
