@@ -11,8 +11,6 @@ import sys
 import wave
 
 import av
-import flax.linen as nn
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +19,7 @@ from PIL import Image
 
 from configs import latent as latent_config_lib
 from configs import motion as motion_config_lib
+from tests import fake_runs
 from vasa_jax.data import face_tracker
 from vasa_jax.data import media
 from vasa_jax.data.synthtalk import dataset as synthtalk
@@ -39,25 +38,6 @@ FPS = 25.0
 SAMPLE_RATE = 16_000
 
 
-def _init(init_fn, *args):
-  """`jax.jit(init_fn)(*args)` compiled without XLA's backend optimisations (the tiny
-  autoencoder's init compiles in half the time; the values are the same initialisation)."""
-  compiled = jax.jit(init_fn).lower(*args).compile(
-      compiler_options={"xla_backend_optimization_level": 0})
-  return nn.meta.unbox(compiled(*args)["params"])
-
-
-def _save_run(workdir, config, state):
-  """Writes `state` as step 0 of a training run in `workdir`, as the training loop does."""
-  os.makedirs(workdir)
-  checkpoint.write_config(workdir, config)
-  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1,
-                                         save_interval_steps=1)
-  checkpointer.save(0, state, iter(grain.MapDataset.range(1).to_iter_dataset()), force=True)
-  checkpointer.wait_until_finished()
-  checkpointer.close()
-
-
 @pytest.fixture(scope="module")
 def workdirs(tmp_path_factory):
   """(latent workdir, motion workdir) of untrained tiny models."""
@@ -66,14 +46,14 @@ def workdirs(tmp_path_factory):
   latent = latent_config_lib.get_config("tiny")
   model = autoencoder_lib.FaceAutoencoder.from_config(latent.model)
   image = jnp.zeros((1, latent.image_size, latent.image_size, 3))
-  generator = _init(model.init, key, image, image)
-  _save_run(str(root / "latent"), latent, {"ema_generator": generator, "step": 0})
+  generator = fake_runs.init_params(model.init, key, image, image)
+  fake_runs.save_run(str(root / "latent"), latent, {"ema_generator": generator, "step": 0})
 
   motion = motion_config_lib.get_config("tiny")
   dit = motion_dit.MotionDiT.from_config(motion.model)
-  params = _init(dit.init, key, *_zero_dit_inputs(dit))
-  _save_run(str(root / "motion"), motion, {"ema_params": params,
-                                           "statistics": _statistics(motion.model), "step": 0})
+  params = fake_runs.init_params(dit.init, key, *_zero_dit_inputs(dit))
+  fake_runs.save_run(str(root / "motion"), motion, {
+      "ema_params": params, "statistics": _statistics(motion.model), "step": 0})
   return str(root / "latent"), str(root / "motion")
 
 
@@ -212,8 +192,9 @@ def bad_inputs(tmp_path_factory, workdirs):
   mismatched = motion_config_lib.get_config("tiny")
   mismatched.model.motion_dim = motion_config_lib.POSE_DIM + 8
   dit = motion_dit.MotionDiT.from_config(mismatched.model)
-  _save_run(paths["mismatched_run"], mismatched, {
-      "ema_params": _init(dit.init, jax.random.key(0, impl="rbg"), *_zero_dit_inputs(dit)),
+  fake_runs.save_run(paths["mismatched_run"], mismatched, {
+      "ema_params": fake_runs.init_params(dit.init, jax.random.key(0, impl="rbg"),
+                                          *_zero_dit_inputs(dit)),
       "statistics": _statistics(mismatched.model), "step": 0})
   return paths
 

@@ -26,20 +26,22 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 import flax.linen as nn
 import grain
 import jax
 import numpy as np
 import tqdm
-from clu import metric_writers
 from jax.sharding import Mesh
 
 from vasa_jax.data import input_pipeline
 from vasa_jax.training import checkpoint as checkpoint_lib
 from vasa_jax.training import run_metrics
 from vasa_jax.training import sharding as sharding_lib
+
+if TYPE_CHECKING:
+  from clu import metric_writers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +75,9 @@ class NonFiniteLossError(FloatingPointError):
 
 def create_writer(workdir: str) -> metric_writers.MetricWriter:
   """TensorBoard + log writer on process 0; the other processes only log."""
+  # Imported here: CLU's TensorBoard writer loads TensorFlow (seconds), which a run that stops
+  # at a config or data error never needs.
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
   return metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=False)
 
