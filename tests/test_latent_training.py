@@ -335,8 +335,11 @@ def test_evaluation_writes_psnr_and_an_image_grid(synthtalk_dir):
 
   writer = RecordingWriter()
   task.evaluate(state, 1, writer)
-  assert set(writer.scalars) == {"eval/psnr_self", "eval/psnr_reenacted"}
+  assert set(writer.scalars) == {"eval/psnr_self", "eval/psnr_reenacted",
+                                 "eval/psnr_mean_colour"}
   assert all(np.isfinite(value) for value in writer.scalars.values())
+  # The untrained model draws no face: it does not beat each face's flat mean colour.
+  assert writer.scalars["eval/psnr_self"] < writer.scalars["eval/psnr_mean_colour"]
   (grid,) = writer.images.values()
   assert grid.shape == (1, 2 * 64, 6 * 64, 3) and grid.dtype == np.uint8
 

@@ -315,9 +315,18 @@ def test_evaluation_writes_the_ema_x0_loss(motion_data):
   task.evaluate(state.replace(params=jax.tree.map(jnp.zeros_like, state.params)), 2, writer)
   first, second = writer.scalars
   assert set(first) == {"eval/x0_loss", "eval/x0_loss_t100", "eval/x0_loss_t500",
-                        "eval/x0_loss_t900"}
+                        "eval/x0_loss_t900", "eval/x0_loss_of_the_mean"}
   assert first == second
   assert all(np.isfinite(value) and value > 0 for value in first.values())
+  # Predicting the mean: the mean square of the normalised eval windows.
+  iterator = input_pipeline.stage2_iterator(
+      config.data_dir, "test", batch_size=config.batch_size, window=25, num_previous=5,
+      frame_fields=motion.FRAME_FIELDS, clip_fields=motion.CLIP_FIELDS, with_audio=False,
+      seed=config.seed, shuffle=False, process_index=0, process_count=1)
+  statistics = jax.device_get(state.statistics["motion"])
+  squares = [np.mean(((next(iterator)["motion"] - statistics["mean"]) / statistics["std"]) ** 2)
+             for _ in range(motion.EVAL_NUM_BATCHES)]
+  np.testing.assert_allclose(first["eval/x0_loss_of_the_mean"], np.mean(squares), rtol=1e-5)
   task.evaluate(state.replace(ema_params=jax.tree.map(jnp.zeros_like, state.ema_params)), 3,
                 writer)
   assert writer.scalars[2]["eval/x0_loss"] != first["eval/x0_loss"]

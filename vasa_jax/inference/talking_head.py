@@ -33,6 +33,7 @@ from vasa_jax.models import audio as audio_lib
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.models import motion_dit
 from vasa_jax.training import checkpoint as checkpoint_lib
+from vasa_jax.training import run_metrics
 
 # Audio whose RMS level is below this is silent (data preparation's default threshold).
 SILENCE_DBFS = -50.0
@@ -83,6 +84,22 @@ def load_motion(workdir: str) -> tuple[ml_collections.ConfigDict, Any, dict]:
             f"the statistics of {workdir!r} step {step} have {name}/{part} of shape "
             f"{np.shape(value)}, the model needs {shape}")
   return config, params, statistics
+
+
+def undertrained_warning(latent_checkpoint: str, motion_checkpoint: str) -> Optional[str]:
+  """One line saying which of the two runs' newest checkpoints is clearly undertrained by its
+  own recorded metrics (`run_metrics.undertrained_reasons`), or None."""
+  parts = []
+  for stage, workdir in (("stage-1", latent_checkpoint), ("stage-2", motion_checkpoint)):
+    step = checkpoint_lib.latest_step(workdir) if os.path.isdir(workdir) else None
+    reasons = run_metrics.undertrained_reasons(workdir, step) if step is not None else []
+    if reasons:
+      parts.append(f"the {stage} checkpoint {workdir!r} (step {step}) looks undertrained: "
+                   + "; ".join(reasons))
+  if not parts:
+    return None
+  return ("warning: " + "; ".join(parts) + " - expect a video without a clear face or lip "
+          "motion; train longer (docs/training.md)")
 
 
 class TalkingHead:

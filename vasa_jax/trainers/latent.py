@@ -424,13 +424,18 @@ def image_grid(rows: list[np.ndarray]) -> np.ndarray:
 
 
 def make_evaluate(networks: Networks, config):
-  """Held-out PSNR (self-reconstruction and reenactment) and an image grid, with EMA weights."""
+  """Held-out PSNR (self-reconstruction and reenactment) and an image grid, with EMA weights;
+  beside them the PSNR of each source face's flat mean colour (eval/psnr_mean_colour), the
+  trivial baseline a model that draws faces beats (`run_metrics` warns when it does not)."""
   eval_batch = next(input_pipeline.stage1_iterator(
       config.data_dir, config.data.eval_split, batch_size=config.data.eval_batch_size,
       image_size=config.image_size, seed=config.seed, shuffle=False, process_index=0,
       process_count=1))
   images = {name: to_model_range(jnp.asarray(eval_batch[f"{name}_image"]))
             for name in ("source", "driver", "cross_identity")}
+  mean_colour = jnp.broadcast_to(jnp.mean(images["source"], axis=(1, 2), keepdims=True),
+                                 images["source"].shape)
+  psnr_mean_colour = float(jnp.mean(latent_losses.psnr(mean_colour, images["source"])))
 
   @jax.jit
   def evaluate_outputs(params):
@@ -447,6 +452,7 @@ def make_evaluate(networks: Networks, config):
                                                              images["source"]))),
         "eval/psnr_reenacted": float(jnp.mean(latent_losses.psnr(outputs["reenacted"],
                                                                  images["driver"]))),
+        "eval/psnr_mean_colour": psnr_mean_colour,
     })
     grid = image_grid([images["source"], self_reconstruction, images["driver"],
                        outputs["reenacted"], images["cross_identity"],

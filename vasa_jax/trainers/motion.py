@@ -232,7 +232,10 @@ def make_evaluate(model: motion_dit.MotionDiT, config):
   """Held-out x0 loss of the EMA parameters on fixed windows, noise and diffusion times.
 
   No condition is dropped except X_pre/A_pre of windows near a clip start (as in training).
-  Writes eval/x0_loss (the mean) and eval/x0_loss_t<t> for each time t.
+  Writes eval/x0_loss (the mean) and eval/x0_loss_t<t> for each time t, and beside them
+  eval/x0_loss_of_the_mean: the loss of predicting the training mean (0 once normalised) on the
+  same windows, the trivial baseline a trained model beats (`run_metrics` warns when it does
+  not).
   """
   iterator = input_pipeline.stage2_iterator(
       config.data_dir, config.data.eval_split, batch_size=config.batch_size,
@@ -247,7 +250,7 @@ def make_evaluate(model: motion_dit.MotionDiT, config):
   timesteps = tuple(int(fraction * diffusion.num_steps) for fraction in EVAL_TIMESTEP_FRACTIONS)
 
   @jax.jit
-  def x0_losses(params, statistics, batches, noise):  # -> [len(timesteps)]
+  def x0_losses(params, statistics, batches, noise):  # -> [len(timesteps) + 1]
     def batch_losses(batch_and_noise):
       batch, batch_noise = batch_and_noise
       x0, conditions = model_inputs(batch, statistics)
@@ -259,14 +262,16 @@ def make_evaluate(model: motion_dit.MotionDiT, config):
                                 schedules.q_sample(diffusion, x0, timestep, batch_noise),
                                 timestep, drops=drops, **conditions)
         losses.append(schedules.x0_loss(predicted, x0))
+      losses.append(schedules.x0_loss(jnp.zeros_like(x0), x0))  # the mean's
       return jnp.stack(losses)
     return jnp.mean(jax.lax.map(batch_losses, (batches, noise)), axis=0)
 
   def evaluate(state: MotionTrainState, step: int, writer) -> None:
-    losses = np.asarray(x0_losses(state.ema_params, state.statistics, batches, noise))
-    scalars = {f"eval/x0_loss_t{timestep}": float(loss)
-               for timestep, loss in zip(timesteps, losses)}
+    *losses, mean_loss = np.asarray(x0_losses(state.ema_params, state.statistics, batches,
+                                              noise)).tolist()
+    scalars = {f"eval/x0_loss_t{timestep}": loss for timestep, loss in zip(timesteps, losses)}
     scalars["eval/x0_loss"] = float(np.mean(losses))
+    scalars["eval/x0_loss_of_the_mean"] = mean_loss
     writer.write_scalars(step, scalars)
   return evaluate
 

@@ -49,7 +49,10 @@ def latest_step(workdir: str) -> int | None:
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     return None
-  return max(ocp.utils.checkpoint_steps(directory), default=None)
+  try:
+    return max(ocp.utils.checkpoint_steps(directory), default=None)
+  except (OSError, ValueError):  # a damaged directory: the restore names the problem
+    return None
 
 
 class Checkpointer:
