@@ -140,5 +140,24 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500 if tiny else 10_000
   config.eval_every_steps = 500 if tiny else 10_000
   config.data.train_split = "train"  # split trained on
-  config.data.eval_split = "test"  # held-out split of the evaluation loss
+  config.data.eval_split = "test"  # held-out split of the evaluation loss and samples
+
+  # Rendered samples, every eval_every_steps beside the held-out x0 loss
+  # (`vasa_jax.evaluators.motion_samples`): generated with the EMA weights, drawn by stage 1,
+  # logged as an image strip with lip sync on the pixels and Delta P.
+  config.eval = ml_collections.ConfigDict()
+  # Held-out clips (the first ones of data.eval_split) generated and rendered; 0: none.
+  config.eval.num_clips = 2 if tiny else 4
+  # Seconds generated from each clip's start (shorter clips are used whole).
+  config.eval.clip_seconds = 2.0
+  # Stage-1 run (--workdir) that renders them; "": the run the motion manifest names
+  # (`data_prep.extract_motion` records the one that made the data).
+  config.eval.latent_checkpoint = ""
+  # Clip shards holding each clip's first frame, the face rendered; "": the directory the motion
+  # manifest names.
+  config.eval.clip_data_dir = ""
+  # Rendered frames per clip in the image strip (evenly spaced), after its source frame.
+  config.eval.strip_frames = 8
+  # Also write each rendered clip with its speech to <workdir>/eval_samples/<step>/.
+  config.eval.write_videos = True
   return config

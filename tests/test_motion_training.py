@@ -45,6 +45,7 @@ def tiny_config(data_dir, **overrides):
   config.checkpoint_every_steps = 2
   config.eval_every_steps = 0
   config.optimizer.warmup_steps = 0  # a full-size first update
+  config.eval.num_clips = 0  # rendered samples: tests/test_motion_samples.py
   config.update(overrides)
   return config
 
