@@ -37,7 +37,10 @@ def test_held_out_metric_no_better_than_its_baseline_is_undertrained(tmp_path):
   write_metrics(workdir, latest={"eval/psnr_self": [500, 9.2],
                                  "eval/psnr_mean_colour": [500, 16.1]})
   (reason,) = run_metrics.undertrained_reasons(workdir, 500)
-  assert "self-reconstruction PSNR 9.2 dB is not above the 16.1 dB" in reason
+  assert "self-reconstruction PSNR 9.2 dB is less than 3 dB above the 16.1 dB" in reason
+  write_metrics(workdir, latest={"eval/psnr_self": [500, 18.9],
+                                 "eval/psnr_mean_colour": [500, 16.1]})
+  assert len(run_metrics.undertrained_reasons(workdir, 500)) == 1  # 2.8 dB above: blobs
   write_metrics(workdir, latest={"eval/psnr_self": [500, 22.9],
                                  "eval/psnr_mean_colour": [500, 16.1]})
   assert not run_metrics.undertrained_reasons(workdir, 500)

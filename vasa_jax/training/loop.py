@@ -106,7 +106,7 @@ def nothing_to_do(workdir: str, step: int, total_steps: int) -> str:
 
 
 def progress_text(scalars: Mapping[str, float], names: tuple[str, ...]) -> str:
-  """"name=value, ..." of the `names` present in `scalars`, for the progress bar."""
+  """The progress bar's text: name=value for each of `names` present in `scalars`."""
   return ", ".join(f"{name}={scalars[name]:.4g}" for name in names if name in scalars)
 
 
