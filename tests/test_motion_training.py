@@ -4,6 +4,7 @@ checkpointed statistics, data checks, evaluation and the command line."""
 import dataclasses
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -358,3 +359,7 @@ def test_motion_tiny_trains_from_the_command_line(tmp_path):
   logged = result.stderr  # the scalars are logged as well as written for TensorBoard
   assert all(name in logged for name in ("loss=", "grad_norm=", "learning_rate=",
                                          "eval/x0_loss="))
+  # What the user sees: the compilation announced and timed, the bar, no Orbax INFO lines.
+  assert "compiling the train step" in logged and "train step compiled in" in logged
+  assert re.search(r"train: 100%.*4/4 .*loss=", logged.replace("\r", "\n"))
+  assert "checkpoint_manager.py" not in logged and (workdir / "metrics.json").is_file()
