@@ -426,7 +426,7 @@ def image_grid(rows: list[np.ndarray]) -> np.ndarray:
 def make_evaluate(networks: Networks, config):
   """Held-out PSNR (self-reconstruction and reenactment) and an image grid, with EMA weights;
   beside them the PSNR of each source face's flat mean colour (eval/psnr_mean_colour), the
-  trivial baseline a model that draws faces beats (`run_metrics` warns when it does not)."""
+  trivial baseline a model that draws faces beats (`run_metrics` warns below it + 3 dB)."""
   eval_batch = next(input_pipeline.stage1_iterator(
       config.data_dir, config.data.eval_split, batch_size=config.data.eval_batch_size,
       image_size=config.image_size, seed=config.seed, shuffle=False, process_index=0,
