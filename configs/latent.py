@@ -205,7 +205,9 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   config.log_every_steps = {"512": 100, "256": 100, "tiny": 20}[variant]
   config.checkpoint_every_steps = {"512": 5_000, "256": 5_000, "tiny": 500}[variant]
   config.eval_every_steps = {"512": 5_000, "256": 5_000, "tiny": 500}[variant]
-  # Decay of the exponential moving average of the generator's weights (evaluated and exported).
+  # Decay of the exponential moving average of the generator's weights (evaluated and exported):
+  # the most it reaches; it warms up as min(ema_decay, (1 + step) / (10 + step))
+  # (`vasa_jax.training.ema`), so early checkpoints already hold mostly trained weights.
   config.ema_decay = 0.999
   # Colour jitter of every frame the motion encoder reads in training (`trainers.latent.
   # jitter_colours`: per-channel gain exp(U(-s, s)) and offset U(-s/2, s/2), each image its own;

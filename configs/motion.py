@@ -131,7 +131,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.optimizer.b2 = 0.999  # Adam beta2
   config.optimizer.weight_decay = 1e-2  # AdamW decoupled weight decay
   config.optimizer.grad_clip_norm = 1.0  # global-norm gradient clipping
-  # Decay of the exponential moving average of the weights (evaluated, sampled and exported).
+  # Decay of the exponential moving average of the weights (evaluated, sampled and exported): the
+  # most it reaches; it warms up as min(ema_decay, (1 + step) / (10 + step))
+  # (`vasa_jax.training.ema`), so early checkpoints already hold mostly trained weights.
   config.ema_decay = 0.99 if tiny else 0.9999
 
   config.total_steps = 2_000 if tiny else 400_000
@@ -140,7 +142,27 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500 if tiny else 10_000
   config.eval_every_steps = 500 if tiny else 10_000
   config.data.train_split = "train"  # split trained on
-  config.data.eval_split = "test"  # held-out split of the evaluation loss
+  config.data.eval_split = "test"  # held-out split of the evaluation loss and samples
+
+  # Rendered samples, every eval_every_steps beside the held-out x0 loss
+  # (`vasa_jax.evaluators.motion_samples`): generated with the EMA weights, drawn by stage 1,
+  # logged as an image strip with lip sync on the pixels and Delta P.
+  config.eval = ml_collections.ConfigDict()
+  # Held-out clips (the first ones of data.eval_split) generated and rendered; 0: none.
+  config.eval.num_clips = 2 if tiny else 4
+  # Seconds generated from each clip's start (shorter clips are used whole).
+  config.eval.clip_seconds = 2.0
+  # Stage-1 run (--workdir) that renders them; "": the run the motion manifest names
+  # (`data_prep.extract_motion` records the one that made the data).
+  config.eval.latent_checkpoint = ""
+  # Clip shards holding each clip's first frame, the face rendered; "": the directory the motion
+  # manifest names.
+  config.eval.clip_data_dir = ""
+  # Rendered frames per clip in the image strip (evenly spaced), after its source frame.
+  config.eval.strip_frames = 8
+  # Also write each rendered clip with its speech to <workdir>/eval_samples/<step>/.
+  config.eval.write_videos = True
+
   if variant == "demo":
     # `tiny` for `configs/latent.py:demo`'s one-entry z_dyn, at the demo's length.
     config.model.motion_dim = POSE_DIM + 1

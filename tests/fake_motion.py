@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from tests import fake_clips
 from vasa_jax.data import motion_records
 from vasa_jax.data import records
 
@@ -39,7 +40,9 @@ def make_motion_record(clip_number: int, speaker: str, num_frames: int, motion_d
       source_path="", fps=FPS, num_frames=num_frames,
       motion=motion.astype(np.float32),
       audio_features=audio_features.astype(np.float16),
-      audio=np.zeros(num_frames * SAMPLES_PER_FRAME, np.int16),
+      # Noise whose loudness changes from frame to frame: a speech envelope to correlate with.
+      audio=(rng.uniform(500, 8000, size=(num_frames, 1)) * rng.uniform(
+          -1, 1, size=(num_frames, SAMPLES_PER_FRAME))).astype(np.int16).reshape(-1),
       audio_sample_rate=records.AUDIO_SAMPLE_RATE,
       gaze=gaze, gaze_main=gaze_main,
       distance=np.full(num_frames, clip_number + 1.0, np.float32),
@@ -50,10 +53,15 @@ def make_motion_record(clip_number: int, speaker: str, num_frames: int, motion_d
 
 def make_motion_data_dir(path: str, splits=(("train", 4), ("test", 2)), motion_dim: int = 23,
                          audio_dim: int = 40, emotion_dim: int = 0, num_frames: int = 60,
-                         clips_per_shard: int = 3) -> dict[str, list[dict]]:
+                         clips_per_shard: int = 3, latent_checkpoint: str = "",
+                         clip_data_dir: str = "") -> dict[str, list[dict]]:
   """Writes shards + manifest, one speaker per clip; returns each split's records in read order.
 
   splits: (split name, number of clips) pairs; clips are numbered across splits from 0.
+  latent_checkpoint: the stage-1 run the manifest names as the data's maker.
+  clip_data_dir: when given, also writes the clips' records there (`fake_clips.make_record`
+    frames of 16 px, same clip ids, splits and frame counts), and the manifest names it as the
+    clip shards the motion came from.
   """
   os.makedirs(path, exist_ok=True)
   split_records, split_entries = {}, {}
@@ -74,11 +82,21 @@ def make_motion_data_dir(path: str, splits=(("train", 4), ("test", 2)), motion_d
     split_entries[split] = dict(shards=names, clips=[
         dict(clip_id=r["clip_id"], speaker_id=r["speaker_id"], num_frames=r["num_frames"])
         for r in clip_records])
+    if clip_data_dir:
+      os.makedirs(clip_data_dir, exist_ok=True)
+      for shard, name in enumerate(names):
+        chunk = clip_records[shard * clips_per_shard:(shard + 1) * clips_per_shard]
+        records.write_shard(os.path.join(clip_data_dir, name), [records.encode_record(
+            fake_clips.make_record(int(r["distance_main"]) - 1, r["speaker_id"], num_frames))
+            for r in chunk])
+  settings = {"clip_data_dir": clip_data_dir} if clip_data_dir else {}
+  manifest = dict(source="synthtalk", fps=FPS, audio_sample_rate=records.AUDIO_SAMPLE_RATE,
+                  splits=split_entries, num_inputs=clip_number, skipped={}, skipped_examples={})
+  if clip_data_dir:
+    records.write_manifest(clip_data_dir, dict(manifest, resolution=16, settings={}))
   records.write_manifest(path, dict(
-      source="synthtalk", fps=FPS, audio_sample_rate=records.AUDIO_SAMPLE_RATE,
-      splits=split_entries, num_inputs=clip_number, skipped={}, skipped_examples={},
-      settings={}, record_kind=motion_records.RECORD_KIND,
+      manifest, settings=settings, record_kind=motion_records.RECORD_KIND,
       motion=dict(pose_dim=motion_records.POSE_DIM, dyn_dim=motion_dim - motion_records.POSE_DIM,
-                  motion_dim=motion_dim, latent_checkpoint="", latent_step=0),
+                  motion_dim=motion_dim, latent_checkpoint=latent_checkpoint, latent_step=0),
       audio=dict(features="log_mel", dim=audio_dim, num_mels=audio_dim)))
   return split_records

@@ -40,13 +40,13 @@ def init_params(init_fn, *args):
   return nn.meta.unbox(compiled(*args)["params"])
 
 
-def save_run(workdir: str, config, state) -> None:
-  """Writes `state` as step 0 of a training run in `workdir`, as the training loop does."""
-  os.makedirs(workdir)
+def save_run(workdir: str, config, state, step: int = 0) -> None:
+  """Writes `state` as checkpoint `step` of a training run in `workdir`, as the loop does."""
+  os.makedirs(workdir, exist_ok=True)
   checkpoint.write_config(workdir, config)
   checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1,
                                          save_interval_steps=1)
-  checkpointer.save(0, state, iter(grain.MapDataset.range(1).to_iter_dataset()), force=True)
+  checkpointer.save(step, state, iter(grain.MapDataset.range(1).to_iter_dataset()), force=True)
   checkpointer.wait_until_finished()
   checkpointer.close()
 

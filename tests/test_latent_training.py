@@ -187,11 +187,20 @@ def test_tiny_model_overfits_a_handful_of_frames(synthtalk_dir):
   train_step = jax.jit(latent.make_train_step(networks, config, weights, generator_tx,
                                               discriminator_tx))
   frozen = {"vgg19": None, "arcface": None}
+  initial = jax.device_get(state.generator)
   losses = []
   for step in range(config.total_steps):
     state, metrics = train_step(state, batch, jax.random.fold_in(loop.root_rng(config), step),
                                 frozen)
     losses.append(float(metrics["loss/l1"]))
+    if step == 0:  # the EMA's warm-up: decay min(ema_decay, (1 + t) / (10 + t)) = 0.1 at t = 0
+      jax.tree.map(lambda average, first, live: np.testing.assert_allclose(
+          average, 0.1 * first + 0.9 * live, rtol=1e-5, atol=1e-7),
+          state.ema_generator, initial, state.generator)
+  # After 60 steps the EMA (decay 0.999 at most) is near the live weights, not the initial ones.
+  lag, moved = (optax.global_norm(jax.tree.map(jnp.subtract, a, state.generator))
+                for a in (state.ema_generator, initial))
+  assert float(lag) < 0.25 * float(moved)
   driver = latent.to_model_range(batch["driver_image"])
   mean_image = jnp.mean(driver, axis=(1, 2), keepdims=True) * jnp.ones_like(driver)
   baseline_psnr = float(jnp.mean(latent_losses.psnr(mean_image, driver)))
@@ -329,8 +338,11 @@ def test_evaluation_writes_psnr_and_an_image_grid(synthtalk_dir):
 
   writer = RecordingWriter()
   task.evaluate(state, 1, writer)
-  assert set(writer.scalars) == {"eval/psnr_self", "eval/psnr_reenacted"}
+  assert set(writer.scalars) == {"eval/psnr_self", "eval/psnr_reenacted",
+                                 "eval/psnr_mean_colour"}
   assert all(np.isfinite(value) for value in writer.scalars.values())
+  # The untrained model draws no face: it does not beat each face's flat mean colour.
+  assert writer.scalars["eval/psnr_self"] < writer.scalars["eval/psnr_mean_colour"]
   (grid,) = writer.images.values()
   assert grid.shape == (1, 2 * 64, 6 * 64, 3) and grid.dtype == np.uint8
 

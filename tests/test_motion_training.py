@@ -4,6 +4,7 @@ checkpointed statistics, data checks, evaluation and the command line."""
 import dataclasses
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def tiny_config(data_dir, **overrides):
   config.checkpoint_every_steps = 2
   config.eval_every_steps = 0
   config.optimizer.warmup_steps = 0  # a full-size first update
+  config.eval.num_clips = 0  # rendered samples: tests/test_motion_samples.py
   config.update(overrides)
   return config
 
@@ -137,6 +139,30 @@ def test_tiny_model_overfits_a_batch(motion_data):
   assert last < first / 10
 
 
+def test_ema_follows_the_live_weights_from_the_first_step(motion_data, tiny_train_step):
+  """The EMA's decay warms up as min(ema_decay, (1 + t) / (10 + t)): after the first update it is
+  0.1 * initial + 0.9 * live, and after 40 steps it is near the live weights (a fixed decay of
+  0.99 would still hold 67% of the initialisation)."""
+  config = tiny_config(motion_data[0])
+  task = motion.make_task(config)
+  state = initial_state(task, config)
+  initial = jax.device_get(state.params)
+  train_step = jax.jit(tiny_train_step)
+  for step in range(40):
+    state, _ = train_step(state, next(task.train_iterator),
+                          jax.random.fold_in(loop.root_rng(config), step), None)
+    if step == 0:
+      jax.tree.map(lambda average, first, live: np.testing.assert_allclose(
+          average, 0.1 * first + 0.9 * live, rtol=1e-5, atol=1e-7),
+          state.ema_params, initial, state.params)
+  def distance(a, b):
+    return np.sqrt(sum(np.sum((np.asarray(x) - np.asarray(y)) ** 2)
+                       for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+  lag = distance(state.ema_params, state.params) / distance(initial, state.params)
+  print(f"EMA distance to the live weights after 40 steps: {lag:.3f} of the initialisation's")
+  assert lag < 0.25
+
+
 def step_on(mesh, train_step, task, config, state, batch, rng):
   """One step of `train_step` on `mesh`, jitted exactly as the loop jits it."""
   _, shardings, _ = loop.initial_state(task, config, mesh)
@@ -201,10 +227,13 @@ def test_one_step_same_on_one_and_eight_devices(motion_data, tiny_train_step):
   single, sharded = [jax.tree_util.tree_map_with_path(
       lambda path, leaf: np.zeros(()) if is_key_bias(path) else leaf, tree)
       for tree in (single, sharded)]
-  assert_trees_equal(single.params, sharded.params, rtol=1e-4,
-                     atol=1e-2 * config.optimizer.learning_rate)
-  assert_trees_equal(single.replace(params=None), sharded.replace(params=None), rtol=1e-4,
-                     atol=1e-6)
+  # The EMA, 0.9 of the new parameters after the first step (its warm-up), shares their
+  # tolerance.
+  for name in ("params", "ema_params"):
+    assert_trees_equal(getattr(single, name), getattr(sharded, name), rtol=1e-4,
+                       atol=1e-2 * config.optimizer.learning_rate)
+  assert_trees_equal(single.replace(params=None, ema_params=None),
+                     sharded.replace(params=None, ema_params=None), rtol=1e-4, atol=1e-6)
   # The step moved the parameters.
   assert not np.allclose(single.params["block_0"]["mlp_in"]["kernel"],
                          state.params["block_0"]["mlp_in"]["kernel"])
@@ -291,9 +320,18 @@ def test_evaluation_writes_the_ema_x0_loss(motion_data):
   task.evaluate(state.replace(params=jax.tree.map(jnp.zeros_like, state.params)), 2, writer)
   first, second = writer.scalars
   assert set(first) == {"eval/x0_loss", "eval/x0_loss_t100", "eval/x0_loss_t500",
-                        "eval/x0_loss_t900"}
+                        "eval/x0_loss_t900", "eval/x0_loss_of_the_mean"}
   assert first == second
   assert all(np.isfinite(value) and value > 0 for value in first.values())
+  # Predicting the mean: the mean square of the normalised eval windows.
+  iterator = input_pipeline.stage2_iterator(
+      config.data_dir, "test", batch_size=config.batch_size, window=25, num_previous=5,
+      frame_fields=motion.FRAME_FIELDS, clip_fields=motion.CLIP_FIELDS, with_audio=False,
+      seed=config.seed, shuffle=False, process_index=0, process_count=1)
+  statistics = jax.device_get(state.statistics["motion"])
+  squares = [np.mean(((next(iterator)["motion"] - statistics["mean"]) / statistics["std"]) ** 2)
+             for _ in range(motion.EVAL_NUM_BATCHES)]
+  np.testing.assert_allclose(first["eval/x0_loss_of_the_mean"], np.mean(squares), rtol=1e-5)
   task.evaluate(state.replace(ema_params=jax.tree.map(jnp.zeros_like, state.ema_params)), 3,
                 writer)
   assert writer.scalars[2]["eval/x0_loss"] != first["eval/x0_loss"]
@@ -321,3 +359,7 @@ def test_motion_tiny_trains_from_the_command_line(tmp_path):
   logged = result.stderr  # the scalars are logged as well as written for TensorBoard
   assert all(name in logged for name in ("loss=", "grad_norm=", "learning_rate=",
                                          "eval/x0_loss="))
+  # What the user sees: the compilation announced and timed, the bar, no Orbax INFO lines.
+  assert "compiling the train step" in logged and "train step compiled in" in logged
+  assert re.search(r"train: 100%.*4/4 .*loss=", logged.replace("\r", "\n"))
+  assert "checkpoint_manager.py" not in logged and (workdir / "metrics.json").is_file()

@@ -4,8 +4,10 @@ The checkpoints are untrained tiny models (initial weights saved as training run
 photo a SynthTalk head that dlib detects, the speech a synthetic voiced signal.
 """
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -189,3 +191,26 @@ def test_cli_error_is_one_line_without_traceback(workdirs, speech, tmp_path):
   assert "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith("error: image ")
   assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("psnr_self,warned", [(9.2, True), (22.9, False)])
+def test_undertrained_checkpoint_gets_one_warning_line(workdirs, photo, speech, tmp_path, capsys,
+                                                       psnr_self, warned):
+  """The stage-1 run's recorded held-out PSNR against its flat mean-colour baseline decides; the
+  warning comes first, before anything else (here an --output error ends the run early)."""
+  latent = str(tmp_path / "latent")
+  shutil.copytree(workdirs[0], latent)
+  with open(os.path.join(latent, "metrics.json"), "w", encoding="utf-8") as f:
+    json.dump({"total_steps": 2000, "main_metric": "loss/generator_total", "history": {},
+               "latest": {"eval/psnr_self": [500, psnr_self],
+                          "eval/psnr_mean_colour": [500, 16.1]}}, f)
+  flags = _flags((latent, workdirs[1]), photo, speech[0], str(tmp_path / "never.avi"))
+  assert sample.main(flags) == 1
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert lines[-1].startswith("error: --output")
+  if warned:
+    assert len(lines) == 2 and lines[0].startswith(
+        f"warning: the stage-1 checkpoint {latent!r} (step 0) looks undertrained: held-out "
+        "self-reconstruction PSNR 9.2 dB is less than 3 dB above the 16.1 dB"), lines
+  else:
+    assert len(lines) == 1, lines

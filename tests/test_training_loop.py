@@ -1,9 +1,12 @@
 """The shared training plumbing: mesh, logical sharding, exact resume, devices, NaN stop, logs."""
 
 import glob
+import logging
 import os
+import re
 import signal
 
+from absl import logging as absl_logging
 import jax
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from tests import fake_clips
 from tests import toy_task
 from vasa_jax.training import checkpoint as checkpoint_lib
 from vasa_jax.training import loop
+from vasa_jax.training import run_metrics
 from vasa_jax.training import sharding as sharding_lib
 
 
@@ -148,3 +152,52 @@ def test_checkpoint_of_another_model_is_refused_clearly(data_dir, tmp_path):
   wider = toy_task.config(data_dir, total_steps=4, hidden_units=48)
   with pytest.raises(ValueError, match=r"does not fit this config.*params.Dense_0.bias has shape \(32,\) there, \(48,\) here"):
     loop.train(wider, str(tmp_path), toy_task.make_task(wider), mesh)
+
+
+def test_run_shows_compile_time_and_progress_and_records_metrics(data_dir, tmp_path, caplog,
+                                                                 capsys):
+  """Process 0 says it compiles, how long that took, draws a progress bar with the task's
+  progress metrics, keeps Orbax's INFO lines out of the log, and writes metrics.json; a rerun
+  has nothing to do."""
+  cfg = toy_task.config(data_dir, total_steps=6, log_every_steps=2, eval_every_steps=3)
+
+  def evaluate(state, step, writer):  # pylint: disable=unused-argument
+    writer.write_scalars(step, {"eval/score": float(step)})
+
+  caplog.set_level(logging.INFO)
+  loop.train(cfg, str(tmp_path), toy_task.make_task(cfg, evaluate=evaluate),
+             one_device_mesh())
+  messages = [record.getMessage() for record in caplog.records]
+  assert any(message.startswith("compiling the train step") for message in messages)
+  assert any(re.fullmatch(r"train step compiled in [\d.]+ s; training steps 1 to 6", message)
+             for message in messages)
+  orbax_info = [record for record in caplog.records
+                if f"{os.sep}orbax{os.sep}" in record.pathname and record.levelno < logging.WARNING]
+  assert not orbax_info and os.path.isdir(tmp_path / "checkpoints" / "6")
+  bar = capsys.readouterr().err.replace("\r", "\n")
+  assert re.search(r"train: 100%.*6/6 .*step/s, loss=[\d.e-]+\]", bar), bar[-1000:]
+
+  metrics = run_metrics.read(str(tmp_path))
+  assert metrics["total_steps"] == 6 and metrics["main_metric"] == "loss"
+  assert metrics["latest"]["eval/score"] == [6, 6.0]
+  assert [step for step, _ in metrics["history"]["loss"]] == [2, 4, 6]
+  assert "steps_per_second" not in metrics["history"]
+
+  caplog.clear()
+  loop.train(cfg, str(tmp_path), toy_task.make_task(cfg), one_device_mesh())
+  assert any(record.getMessage().startswith(f"nothing to do: {tmp_path} is already at step 6 "
+                                            "of 6") for record in caplog.records)
+  assert not any("compiling" in record.getMessage() for record in caplog.records)
+
+
+def test_orbax_info_lines_show_at_verbosity_one(data_dir, tmp_path, caplog):
+  cfg = toy_task.config(data_dir, total_steps=2)
+  caplog.set_level(logging.DEBUG)
+  previous = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(1)
+  try:
+    loop.train(cfg, str(tmp_path), toy_task.make_task(cfg), one_device_mesh())
+  finally:
+    absl_logging.set_verbosity(previous)
+  assert any(f"{os.sep}orbax{os.sep}" in record.pathname and record.levelno == logging.INFO
+             for record in caplog.records)

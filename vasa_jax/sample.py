@@ -31,7 +31,8 @@ frames are made as each chunk arrives, and the first-frame latency (first chunk 
 first decoded frame, compilation done beforehand) and the sustained frame rate are printed.
 
 Expected problems (missing or unreadable files, no face, silent audio, unusable checkpoints)
-exit with status 1 and a one-line message.
+exit with status 1 and a one-line message. A checkpoint that its run's own recorded metrics show
+to be clearly undertrained (`vasa_jax.training.run_metrics`) gets one `warning: ...` line first.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = _parser().parse_args(argv)
+  warning = talking_head.undertrained_warning(args.latent_checkpoint, args.motion_checkpoint)
+  if warning:
+    print(warning, file=sys.stderr)
   try:
     if os.path.splitext(args.output)[1].lower() not in VIDEO_EXTENSIONS:
       raise SampleError(f"--output {args.output!r} must end in one of {VIDEO_EXTENSIONS}")

@@ -78,6 +78,24 @@ class ClipIndex:
     )
 
 
+# The programs that make each manifest "record_kind".
+RECORD_MAKERS = {"clip": "`python -m data_prep.prepare` or `python -m data_prep.synthtalk`",
+                 motion_records.RECORD_KIND: "`python -m data_prep.extract_motion`"}
+
+
+def check_data_dir(data_dir: str, record_kind: str, stage: str) -> None:
+  """Raises ValueError / FileNotFoundError naming the problem when `data_dir` (config.data_dir
+  of a `stage` run) is unset, missing, unprepared or holds records of another kind."""
+  if not data_dir:
+    raise ValueError(f"config.data_dir is not set: pass --config.data_dir=DIR, a directory of "
+                     f"{record_kind} records made by {RECORD_MAKERS[record_kind]}")
+  found = records.read_manifest(data_dir).get("record_kind", "clip")
+  if found != record_kind:
+    maker = RECORD_MAKERS.get(found, "an unknown program")
+    raise ValueError(f"{data_dir!r} holds {found} records (made by {maker}), but stage {stage!r} "
+                     f"trains on {record_kind} records (made by {RECORD_MAKERS[record_kind]})")
+
+
 def decode_frame(jpeg_bytes: bytes, image_size: int) -> np.ndarray:
   """JPEG -> uint8 [image_size, image_size, 3], resized (bicubic) if stored at another size."""
   image = Image.open(io.BytesIO(jpeg_bytes)).convert("RGB")

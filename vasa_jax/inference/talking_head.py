@@ -2,7 +2,8 @@
 
 `TalkingHead(latent_checkpoint, motion_checkpoint)` restores both runs (EMA weights, checked
 against the models their configs build) and holds the speech featurizer, the motion sampler and
-the jitted encoder and decoder. `crop_face(read_photo(path))` crops a photo as data preparation
+a `FaceRenderer` (the jitted encoder and decoder of stage 1, which stage 2's evaluator also
+renders with). `crop_face(read_photo(path))` crops a photo as data preparation
 crops video frames; `read_speech(path)` reads speech as 16 kHz mono; `render_video` writes the
 mp4 (offline, or through `streaming` with `stream=True`). Used by `python -m vasa_jax.sample`,
 `python -m vasa_jax.demo` and `python -m vasa_jax.app`.
@@ -33,6 +34,7 @@ from vasa_jax.models import audio as audio_lib
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.models import motion_dit
 from vasa_jax.training import checkpoint as checkpoint_lib
+from vasa_jax.training import run_metrics
 
 # Audio whose RMS level is below this is silent (data preparation's default threshold).
 SILENCE_DBFS = -50.0
@@ -92,43 +94,38 @@ def check_num_steps(num_steps: Optional[int], num_train_steps: int) -> None:
                       f"steps), got {num_steps}")
 
 
-class TalkingHead:
-  """The trained stages, ready to animate faces: speech features, motion sampler, autoencoder.
+def undertrained_warning(latent_checkpoint: str, motion_checkpoint: str) -> Optional[str]:
+  """One line saying which of the two runs' newest checkpoints is clearly undertrained by its
+  own recorded metrics (`run_metrics.undertrained_reasons`), or None."""
+  parts = []
+  for stage, workdir in (("stage-1", latent_checkpoint), ("stage-2", motion_checkpoint)):
+    step = checkpoint_lib.latest_step(workdir) if os.path.isdir(workdir) else None
+    reasons = run_metrics.undertrained_reasons(workdir, step) if step is not None else []
+    if reasons:
+      parts.append(f"the {stage} checkpoint {workdir!r} (step {step}) looks undertrained: "
+                   + "; ".join(reasons))
+  if not parts:
+    return None
+  return ("warning: " + "; ".join(parts) + " - expect a video without a clear face or lip "
+          "motion; train longer (docs/training.md)")
 
-  latent_checkpoint, motion_checkpoint: the --workdir of a stage-1 and a stage-2 run;
-  wav2vec2_dir: overrides the motion config's `audio.wav2vec2_dir`; num_steps: denoising steps
-  (default: the config's); batch_size: frames per decoder call (the last batch is padded).
+
+class FaceRenderer:
+  """A stage-1 run's EMA autoencoder as a renderer: a face crop -> its appearance (V_app, z_id)
+  once; motion frames [z_pose, z_dyn] -> images, in fixed-size jitted decoder batches.
+
+  latent_checkpoint: the --workdir of a stage-1 run; batch_size: frames per decoder call (the
+  last batch is padded).
   """
 
-  def __init__(self, latent_checkpoint: str, motion_checkpoint: str, *,
-               wav2vec2_dir: Optional[str] = None, num_steps: Optional[int] = None,
-               batch_size: int = 8):
+  def __init__(self, latent_checkpoint: str, batch_size: int = 8):
     if batch_size < 1:
       raise SampleError(f"the decoder batch size must be at least 1, got {batch_size}")
-    latent_config, latent_params = load_latent(latent_checkpoint)
-    motion_config, motion_params, statistics = load_motion(motion_checkpoint)
-    check_num_steps(num_steps, motion_config.diffusion.num_steps)
-    expected_motion_dim = motion_records.POSE_DIM + latent_config.model.dyn_dim
-    if motion_config.model.motion_dim != expected_motion_dim:
-      raise checkpoint_lib.CheckpointError(
-          f"the motion model {motion_checkpoint!r} makes frames of {motion_config.model.motion_dim}"
-          f" values but the latent model {latent_checkpoint!r} needs {expected_motion_dim} "
-          f"(z_pose {motion_records.POSE_DIM} + z_dyn {latent_config.model.dyn_dim})")
-    if wav2vec2_dir:
-      motion_config.audio.wav2vec2_dir = wav2vec2_dir
-    try:
-      self.featurizer = speech_features.from_config(motion_config.audio, motion_config.fps)
-    except (OSError, ValueError) as error:
-      raise SampleError(f"cannot build the speech features: {error}") from error
-    if self.featurizer.dim != motion_config.model.audio_dim:
-      raise SampleError(f"the speech features have {self.featurizer.dim} values per frame, the "
-                        f"motion model expects {motion_config.model.audio_dim}")
-    self.sampler = sampler_lib.MotionSampler(motion_config, motion_params, statistics,
-                                             num_steps=num_steps)
-    self.fps = float(motion_config.fps)  # video frame rate
-    self.image_size = int(latent_config.model.image_size)  # S
+    self.config, latent_params = load_latent(latent_checkpoint)
+    self.image_size = int(self.config.model.image_size)  # S
+    self.dyn_dim = int(self.config.model.dyn_dim)
     self.batch_size = batch_size
-    model = autoencoder_lib.FaceAutoencoder.from_config(latent_config.model)
+    model = autoencoder_lib.FaceAutoencoder.from_config(self.config.model)
     self._params = jax.device_put(latent_params)
 
     def encode(params, image):  # uint8 [1, S, S, 3] -> (V_app [1, D, h, w, C], z_id [1, I])
@@ -176,6 +173,55 @@ class TalkingHead:
       pending = (frames, len(batch))
     if pending is not None:
       yield np.asarray(pending[0])[:pending[1]]
+
+
+class TalkingHead:
+  """The trained stages, ready to animate faces: speech features, motion sampler, autoencoder.
+
+  latent_checkpoint, motion_checkpoint: the --workdir of a stage-1 and a stage-2 run;
+  wav2vec2_dir: overrides the motion config's `audio.wav2vec2_dir`; num_steps: denoising steps
+  (default: the config's); batch_size: frames per decoder call (the last batch is padded).
+  """
+
+  def __init__(self, latent_checkpoint: str, motion_checkpoint: str, *,
+               wav2vec2_dir: Optional[str] = None, num_steps: Optional[int] = None,
+               batch_size: int = 8):
+    self.renderer = FaceRenderer(latent_checkpoint, batch_size)
+    motion_config, motion_params, statistics = load_motion(motion_checkpoint)
+    check_num_steps(num_steps, motion_config.diffusion.num_steps)
+    expected_motion_dim = motion_records.POSE_DIM + self.renderer.dyn_dim
+    if motion_config.model.motion_dim != expected_motion_dim:
+      raise checkpoint_lib.CheckpointError(
+          f"the motion model {motion_checkpoint!r} makes frames of {motion_config.model.motion_dim}"
+          f" values but the latent model {latent_checkpoint!r} needs {expected_motion_dim} "
+          f"(z_pose {motion_records.POSE_DIM} + z_dyn {self.renderer.dyn_dim})")
+    if wav2vec2_dir:
+      motion_config.audio.wav2vec2_dir = wav2vec2_dir
+    try:
+      self.featurizer = speech_features.from_config(motion_config.audio, motion_config.fps)
+    except (OSError, ValueError) as error:
+      raise SampleError(f"cannot build the speech features: {error}") from error
+    if self.featurizer.dim != motion_config.model.audio_dim:
+      raise SampleError(f"the speech features have {self.featurizer.dim} values per frame, the "
+                        f"motion model expects {motion_config.model.audio_dim}")
+    self.sampler = sampler_lib.MotionSampler(motion_config, motion_params, statistics,
+                                             num_steps=num_steps)
+    self.fps = float(motion_config.fps)  # video frame rate
+    self.image_size = self.renderer.image_size  # S
+    self.batch_size = batch_size
+
+  def model_input(self, face: np.ndarray) -> np.ndarray:
+    """`FaceRenderer.model_input`."""
+    return self.renderer.model_input(face)
+
+  def encode(self, face: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """`FaceRenderer.encode`."""
+    return self.renderer.encode(face)
+
+  def render(self, appearance: tuple[jax.Array, jax.Array], motion: np.ndarray,
+             progress: bool = False) -> Iterator[np.ndarray]:
+    """`FaceRenderer.render`."""
+    return self.renderer.render(appearance, motion, progress)
 
   def warm_up(self, appearance: tuple[jax.Array, jax.Array],
               num_steps: Optional[int] = None) -> None:

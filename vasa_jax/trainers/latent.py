@@ -58,6 +58,7 @@ from vasa_jax.models import discriminator as discriminator_lib
 from vasa_jax.models import iresnet
 from vasa_jax.models import perceptual
 from vasa_jax.models import vgg
+from vasa_jax.training import ema
 from vasa_jax.training import loop
 
 # Loss terms and the pretrained network each needs (None: none).
@@ -445,8 +446,7 @@ def make_train_step(networks: Networks, config, weights: dict[str, float],
           d_grads, state.discriminator_opt_state, state.discriminator)
       discriminator = optax.apply_updates(state.discriminator, d_updates)
       metrics["loss/discriminator"] = d_loss
-    ema_generator = optax.incremental_update(generator, state.ema_generator,
-                                             step_size=1.0 - config.ema_decay)
+    ema_generator = ema.update(state.ema_generator, generator, state.step, config.ema_decay)
     return LatentTrainState(
         step=state.step + 1, generator=generator, discriminator=discriminator,
         generator_opt_state=generator_opt_state,
@@ -461,13 +461,18 @@ def image_grid(rows: list[np.ndarray]) -> np.ndarray:
 
 
 def make_evaluate(networks: Networks, config):
-  """Held-out PSNR (self-reconstruction and reenactment) and an image grid, with EMA weights."""
+  """Held-out PSNR (self-reconstruction and reenactment) and an image grid, with EMA weights;
+  beside them the PSNR of each source face's flat mean colour (eval/psnr_mean_colour), the
+  trivial baseline a model that draws faces beats (`run_metrics` warns below it + 3 dB)."""
   eval_batch = next(input_pipeline.stage1_iterator(
       config.data_dir, config.data.eval_split, batch_size=config.data.eval_batch_size,
       image_size=config.image_size, seed=config.seed, shuffle=False, process_index=0,
       process_count=1))
   images = {name: to_model_range(jnp.asarray(eval_batch[f"{name}_image"]))
             for name in ("source", "driver", "cross_identity")}
+  mean_colour = jnp.broadcast_to(jnp.mean(images["source"], axis=(1, 2), keepdims=True),
+                                 images["source"].shape)
+  psnr_mean_colour = float(jnp.mean(latent_losses.psnr(mean_colour, images["source"])))
 
   @jax.jit
   def evaluate_outputs(params):
@@ -484,6 +489,7 @@ def make_evaluate(networks: Networks, config):
                                                              images["source"]))),
         "eval/psnr_reenacted": float(jnp.mean(latent_losses.psnr(outputs["reenacted"],
                                                                  images["driver"]))),
+        "eval/psnr_mean_colour": psnr_mean_colour,
     })
     grid = image_grid([images["source"], self_reconstruction, images["driver"],
                        outputs["reenacted"], images["cross_identity"],
@@ -495,6 +501,7 @@ def make_evaluate(networks: Networks, config):
 
 def make_task(config, process_index: Optional[int] = None,
               process_count: Optional[int] = None) -> loop.Task:
+  input_pipeline.check_data_dir(config.data_dir, "clip", "latent")
   networks = Networks.from_config(config)
   weights = loss_weights(config)
   init_state, generator_tx, discriminator_tx = make_init_state(networks, config)
@@ -508,7 +515,8 @@ def make_task(config, process_index: Optional[int] = None,
       init_state=init_state,
       train_step=make_train_step(networks, config, weights, generator_tx, discriminator_tx),
       train_iterator=iterator, frozen=load_frozen(config),
-      evaluate=make_evaluate(networks, config) if config.eval_every_steps else None)
+      evaluate=make_evaluate(networks, config) if config.eval_every_steps else None,
+      progress_metrics=("loss/generator_total", "loss/l1", "psnr/reenacted"))
 
 
 def train_and_evaluate(config, workdir: str, mesh) -> LatentTrainState:

@@ -19,6 +19,7 @@ cosine decay updates the parameters; an EMA of them is what evaluation and sampl
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Optional
 
 import flax
@@ -28,11 +29,14 @@ import numpy as np
 import optax
 
 from vasa_jax.data import input_pipeline
+from vasa_jax.data import motion_records
 from vasa_jax.data import records
 from vasa_jax.diffusion import conditioning
 from vasa_jax.diffusion import normalization
 from vasa_jax.diffusion import schedules
+from vasa_jax.evaluators import motion_samples
 from vasa_jax.models import motion_dit
+from vasa_jax.training import ema
 from vasa_jax.training import loop
 
 # Per-frame record fields windowed by the input pipeline (each also comes as <name>_previous).
@@ -217,8 +221,7 @@ def make_train_step(model: motion_dit.MotionDiT, config, optimizer: optax.Gradie
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema_params = optax.incremental_update(params, state.ema_params,
-                                          step_size=1.0 - config.ema_decay)
+    ema_params = ema.update(state.ema_params, params, state.step, config.ema_decay)
     metrics = {"loss": loss, "loss/x0": terms["x0"], "loss/velocity": terms["velocity"],
                "grad_norm": optax.global_norm(grads),
                "learning_rate": learning_rate(state.step)}
@@ -227,11 +230,16 @@ def make_train_step(model: motion_dit.MotionDiT, config, optimizer: optax.Gradie
   return train_step
 
 
-def make_evaluate(model: motion_dit.MotionDiT, config):
-  """Held-out x0 loss of the EMA parameters on fixed windows, noise and diffusion times.
+def make_evaluate(model: motion_dit.MotionDiT, config, video_dir: Optional[str] = None):
+  """Held-out x0 loss of the EMA parameters on fixed windows, noise and diffusion times, and
+  with `config.eval.num_clips` > 0 rendered samples and their statistics
+  (`vasa_jax.evaluators.motion_samples`; `video_dir` receives their mp4s).
 
   No condition is dropped except X_pre/A_pre of windows near a clip start (as in training).
-  Writes eval/x0_loss (the mean) and eval/x0_loss_t<t> for each time t.
+  Writes eval/x0_loss (the mean) and eval/x0_loss_t<t> for each time t, and beside them
+  eval/x0_loss_of_the_mean: the loss of predicting the training mean (0 once normalised) on the
+  same windows, the trivial baseline a trained model beats (`run_metrics` warns when it does
+  not).
   """
   iterator = input_pipeline.stage2_iterator(
       config.data_dir, config.data.eval_split, batch_size=config.batch_size,
@@ -244,9 +252,11 @@ def make_evaluate(model: motion_dit.MotionDiT, config):
       batches["motion"].shape, np.float32)
   diffusion = schedules.make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
   timesteps = tuple(int(fraction * diffusion.num_steps) for fraction in EVAL_TIMESTEP_FRACTIONS)
+  samples = (motion_samples.SampleEvaluator(config, video_dir) if config.eval.num_clips
+             else None)
 
   @jax.jit
-  def x0_losses(params, statistics, batches, noise):  # -> [len(timesteps)]
+  def x0_losses(params, statistics, batches, noise):  # -> [len(timesteps) + 1]
     def batch_losses(batch_and_noise):
       batch, batch_noise = batch_and_noise
       x0, conditions = model_inputs(batch, statistics)
@@ -258,21 +268,27 @@ def make_evaluate(model: motion_dit.MotionDiT, config):
                                 schedules.q_sample(diffusion, x0, timestep, batch_noise),
                                 timestep, drops=drops, **conditions)
         losses.append(schedules.x0_loss(predicted, x0))
+      losses.append(schedules.x0_loss(jnp.zeros_like(x0), x0))  # the mean's
       return jnp.stack(losses)
     return jnp.mean(jax.lax.map(batch_losses, (batches, noise)), axis=0)
 
   def evaluate(state: MotionTrainState, step: int, writer) -> None:
-    losses = np.asarray(x0_losses(state.ema_params, state.statistics, batches, noise))
-    scalars = {f"eval/x0_loss_t{timestep}": float(loss)
-               for timestep, loss in zip(timesteps, losses)}
+    *losses, mean_loss = np.asarray(x0_losses(state.ema_params, state.statistics, batches,
+                                              noise)).tolist()
+    scalars = {f"eval/x0_loss_t{timestep}": loss for timestep, loss in zip(timesteps, losses)}
     scalars["eval/x0_loss"] = float(np.mean(losses))
+    scalars["eval/x0_loss_of_the_mean"] = mean_loss
     writer.write_scalars(step, scalars)
+    if samples is not None:
+      samples(state.ema_params, state.statistics, step, writer)
   return evaluate
 
 
 def make_task(config, process_index: Optional[int] = None,
-              process_count: Optional[int] = None) -> loop.Task:
-  """Checks the data against `config.model`, computes the statistics and builds the Task."""
+              process_count: Optional[int] = None, workdir: Optional[str] = None) -> loop.Task:
+  """Checks the data against `config.model`, computes the statistics and builds the Task
+  (the evaluation's sample videos go to `<workdir>/eval_samples` when `workdir` is given)."""
+  input_pipeline.check_data_dir(config.data_dir, motion_records.RECORD_KIND, "motion")
   check_data_dims(config.model, config.data_dir, config.data.train_split)
   statistics = compute_statistics(config.data_dir, config.data.train_split,
                                   config.diffusion.min_std)
@@ -284,12 +300,14 @@ def make_task(config, process_index: Optional[int] = None,
       clip_fields=CLIP_FIELDS, with_audio=False, seed=config.seed,
       process_index=process_index, process_count=process_count,
       num_workers=config.data.num_workers, prefetch_batches=config.data.prefetch_batches)
+  video_dir = os.path.join(workdir, "eval_samples") if workdir else None
   return loop.Task(
       init_state=make_init_state(model, optimizer, statistics),
       train_step=make_train_step(model, config, optimizer, learning_rate),
       train_iterator=iterator,
-      evaluate=make_evaluate(model, config) if config.eval_every_steps else None)
+      evaluate=make_evaluate(model, config, video_dir) if config.eval_every_steps else None,
+      progress_metrics=("loss", "loss/x0"))
 
 
 def train_and_evaluate(config, workdir: str, mesh) -> MotionTrainState:
-  return loop.train(config, workdir, make_task(config), mesh)
+  return loop.train(config, workdir, make_task(config, workdir=workdir), mesh)

@@ -3,6 +3,9 @@
 A checkpoint at step N holds the whole train state (parameters, optimiser state, EMA, step) and
 each process's data iterator position, so a restored run continues with exactly the batches an
 uninterrupted run would have seen.
+
+Orbax logs ~50 INFO lines per checkpoint; they are hidden unless absl's --verbosity is 1 or more
+(`hide_orbax_info_logs`, installed by every Orbax user here); its warnings always show.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import signal
 import threading
 from typing import Any
 
+from absl import logging as absl_logging
 import grain
 import jax
 import ml_collections
@@ -25,10 +29,37 @@ DATA_ITEM = "data_iterator"
 CONFIG_NAME = "config.json"
 
 
+class _OrbaxInfoFilter(logging.Filter):
+  """Drops the INFO (and DEBUG) records of Orbax's modules unless --verbosity >= 1."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return (record.levelno >= logging.WARNING or absl_logging.get_verbosity() >= 1
+            or f"{os.sep}orbax{os.sep}" not in record.pathname)
+
+
+def hide_orbax_info_logs() -> None:
+  """Installs `_OrbaxInfoFilter` on the "absl" logger, through which Orbax logs (once)."""
+  logger = logging.getLogger("absl")
+  if not any(isinstance(existing, _OrbaxInfoFilter) for existing in logger.filters):
+    logger.addFilter(_OrbaxInfoFilter())
+
+
+def latest_step(workdir: str) -> int | None:
+  """The newest finished checkpoint step of a training run's workdir (None: there is none)."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return None
+  try:
+    return max(ocp.utils.checkpoint_steps(directory), default=None)
+  except (OSError, ValueError):  # a damaged directory: the restore names the problem
+    return None
+
+
 class Checkpointer:
   """An Orbax `CheckpointManager` over `<workdir>/checkpoints`, keeping the newest N."""
 
   def __init__(self, directory: str, *, max_to_keep: int, save_interval_steps: int):
+    hide_orbax_info_logs()
     self.directory = os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
@@ -175,6 +206,7 @@ def restore_for_inference(workdir: str, stage: str, step: int | None = None
   needs building; callers take the parts they need (EMA parameters, statistics) and check their
   shapes against their model. Raises CheckpointError naming the problem otherwise.
   """
+  hide_orbax_info_logs()
   config = read_config(workdir)
   if config.get("stage") != stage:
     raise CheckpointError(f"{workdir!r} is a {config.get('stage')!r} run, expected a {stage!r} "

@@ -10,27 +10,38 @@ A stage gives the loop a `Task`; the loop
      only), calls the stage's `evaluate` every `eval_every_steps`, checkpoints every
      `checkpoint_every_steps`, at the end and on SIGTERM; and stops with a clear error when a
      metric stops being finite.
+
+What process 0 shows: one line before the first step (the train step is being compiled) and
+one after it (how long that took); then a progress bar (step, steps/s, ETA and the stage's
+`progress_metrics` as of the last log). Every scalar also goes to `<workdir>/metrics.json`
+(`run_metrics`), which inference reads to warn about undertrained checkpoints. A run whose
+newest checkpoint is already at `total_steps` says there is nothing to do and returns it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 import flax.linen as nn
 import grain
 import jax
 import numpy as np
-from clu import metric_writers
+import tqdm
 from jax.sharding import Mesh
 
 from vasa_jax.data import input_pipeline
 from vasa_jax.training import checkpoint as checkpoint_lib
+from vasa_jax.training import run_metrics
 from vasa_jax.training import sharding as sharding_lib
+
+if TYPE_CHECKING:
+  from clu import metric_writers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +58,15 @@ class Task:
     compiled program as constants; not checkpointed.
   evaluate: optional (state, step, writer) -> None, for held-out metrics and image grids;
     `writer` writes on process 0 only.
+  progress_metrics: names of the metrics shown in the progress bar and kept as a history in
+    metrics.json, the main loss first (`run_metrics` checks whether it is still falling).
   """
   init_state: Callable[[jax.Array], Any]
   train_step: Callable[[Any, Any, jax.Array, Any], tuple[Any, Mapping[str, jax.Array]]]
   train_iterator: grain.DatasetIterator
   frozen: Any = None
   evaluate: Optional[Callable[[Any, int, metric_writers.MetricWriter], None]] = None
+  progress_metrics: tuple[str, ...] = ("loss",)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -61,8 +75,44 @@ class NonFiniteLossError(FloatingPointError):
 
 def create_writer(workdir: str) -> metric_writers.MetricWriter:
   """TensorBoard + log writer on process 0; the other processes only log."""
+  # Imported here: CLU's TensorBoard writer loads TensorFlow (seconds), which a run that stops
+  # at a config or data error never needs.
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
   return metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=False)
+
+
+class _RecordingWriter:
+  """Forwards to a metric writer and adds every scalar it writes to a `MetricsRecord`."""
+
+  def __init__(self, writer: metric_writers.MetricWriter,
+               record: Optional[run_metrics.MetricsRecord]):
+    self._writer = writer
+    self._record = record
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    self._writer.write_scalars(step, scalars)
+    if self._record is not None:
+      self._record.add(step, scalars)
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self._writer, name)
+
+
+def nothing_to_do(workdir: str, step: int, total_steps: int) -> str:
+  """The line a finished run's rerun logs."""
+  return (f"nothing to do: {workdir} is already at step {step} of {total_steps} (raise "
+          "--config.total_steps to train on, or use another --workdir)")
+
+
+def progress_text(scalars: Mapping[str, float], names: tuple[str, ...]) -> str:
+  """The progress bar's text: name=value for each of `names` present in `scalars`."""
+  return ", ".join(f"{name}={scalars[name]:.4g}" for name in names if name in scalars)
+
+
+def _above(progress: Optional[tqdm.tqdm]):
+  """A context in which log lines print above the progress bar rather than into it."""
+  return progress.external_write_mode() if progress is not None else contextlib.nullcontext()
 
 
 def check_finite(metrics: Mapping[str, float], step: int, checkpointer_dir: str,
@@ -120,7 +170,8 @@ def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
   """Trains to `config.total_steps` (resuming from `workdir`) and returns the final state."""
   check_batch_size(config, mesh)
   os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
+  main_process = jax.process_index() == 0
+  if main_process:
     checkpoint_lib.write_config(workdir, config)
   abstract, shardings, init_fn = initial_state(task, config, mesh)
   logging.info("train state: %s parameters and optimiser values",
@@ -129,6 +180,7 @@ def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
       os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
       save_interval_steps=config.checkpoint_every_steps)
   writer = create_writer(workdir)
+  progress = None
   try:
     if checkpointer.latest_step() is not None:
       logging.info("resuming from %s step %d", checkpointer.directory, checkpointer.latest_step())
@@ -136,6 +188,9 @@ def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
     else:
       state = init_fn()
     start_step = int(jax.device_get(state.step))
+    if start_step >= config.total_steps:
+      logging.info(nothing_to_do(workdir, start_step, config.total_steps))
+      return state
     last_saved_step = checkpointer.latest_step()
 
     data_sharding = input_pipeline.batch_sharding(mesh, config.sharding_rules)
@@ -143,33 +198,63 @@ def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
     train_step = jax.jit(task.train_step, in_shardings=(shardings, data_sharding, None, None),
                          out_shardings=(shardings, None), donate_argnums=0)
     frozen = jax.device_put(task.frozen, sharding_lib.replicated(mesh))
+    record = run_metrics.MetricsRecord(workdir, config.total_steps, task.progress_metrics,
+                                       start_step) if main_process else None
+    recording_writer = _RecordingWriter(writer, record)
     averager = _MetricAverager()
     interval_start = time.perf_counter()
     steps_in_interval = 0
     with checkpoint_lib.PreemptionWatcher() as preemption:
       for step in range(start_step, config.total_steps):
         batch = input_pipeline.make_global_batch(next(task.train_iterator), data_sharding)
+        if step == start_step:
+          logging.info("compiling the train step (the first step waits for it; minutes for a "
+                       "large model on CPU)")
+          compile_start = time.perf_counter()
         state, metrics = train_step(state, batch, jax.random.fold_in(step_rng, step), frozen)
+        if step == start_step:
+          logging.info("train step compiled in %.1f s; training steps %d to %d",
+                       time.perf_counter() - compile_start, start_step + 1, config.total_steps)
+          # Started after the compilation, so that steps/s and the ETA measure training.
+          progress = tqdm.tqdm(total=config.total_steps, initial=start_step, desc="train",
+                               unit="step", dynamic_ncols=True, smoothing=0.1,
+                               disable=not main_process)
+        progress.update(1)
         averager.add(metrics)
         steps_in_interval += 1
         done = step + 1
         stopping = preemption.should_stop(done) or done == config.total_steps
         saving = stopping or done % config.checkpoint_every_steps == 0
-        if done % config.log_every_steps == 0 or saving:
-          # Metrics are checked before any checkpoint so a non-finite state is never saved.
-          scalars = averager.result()
-          check_finite(scalars, done, checkpointer.directory, last_saved_step)
-          elapsed = time.perf_counter() - interval_start
-          scalars["steps_per_second"] = steps_in_interval / max(elapsed, 1e-9)
-          writer.write_scalars(done, scalars)
-          interval_start, steps_in_interval = time.perf_counter(), 0
-        if config.eval_every_steps and done % config.eval_every_steps == 0 and task.evaluate:
-          task.evaluate(state, done, writer)
-        if saving and checkpointer.save(done, state, task.train_iterator, force=stopping):
-          last_saved_step = done
+        logging_now = done % config.log_every_steps == 0 or saving
+        evaluating = bool(config.eval_every_steps and done % config.eval_every_steps == 0
+                          and task.evaluate)
+        if not (logging_now or evaluating):
+          continue
+        with _above(progress):  # metric, evaluation and checkpoint log lines
+          if logging_now:
+            # Metrics are checked before any checkpoint so a non-finite state is never saved.
+            scalars = averager.result()
+            check_finite(scalars, done, checkpointer.directory, last_saved_step)
+            elapsed = time.perf_counter() - interval_start
+            scalars["steps_per_second"] = steps_in_interval / max(elapsed, 1e-9)
+            recording_writer.write_scalars(done, scalars)
+            progress.set_postfix_str(progress_text(scalars, task.progress_metrics),
+                                     refresh=False)
+            interval_start, steps_in_interval = time.perf_counter(), 0
+          if evaluating:
+            eval_start = time.perf_counter()
+            task.evaluate(state, done, recording_writer)
+            logging.info("evaluation at step %d took %.1f s", done,
+                         time.perf_counter() - eval_start)
+          if record is not None:
+            record.write()
+          if saving and checkpointer.save(done, state, task.train_iterator, force=stopping):
+            last_saved_step = done
         if stopping:
           break
   finally:
+    if progress is not None:
+      progress.close()
     checkpointer.close()  # waits for a save in flight
     writer.close()
   return state
