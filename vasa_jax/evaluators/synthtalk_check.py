@@ -249,3 +249,40 @@ def evaluate_reconstruction(render_fn, test_clips: Sequence[dict],
   control = lip_sync.shuffled_control(tracks, waveforms, float(test_clips[0]["fps"]))
   return {"psnr_db": _mean(psnrs), "num_clips": len(psnrs),
           "pixels": _rounded(lip_sync.summarise(scores, control))}
+
+
+def heldout_frames(synthtalk_dir: str, clip_ids: set[str], split: str = "test"
+                   ) -> dict[str, np.ndarray]:
+  """The real frames uint8 [T, S, S, 3] of the clips `clip_ids` of a SynthTalk split."""
+  manifest = records.read_manifest(synthtalk_dir)
+  frames = {}
+  for path in records.split_shard_paths(synthtalk_dir, manifest, split):
+    for record in records.read_shard(path):
+      if record["clip_id"] in clip_ids:
+        frames[record["clip_id"]] = np.stack([media.decode_jpeg(f) for f in record["frames"]])
+  return frames
+
+
+def evaluate_runs(head, motion_data_dir: str, synthtalk_dir: str, seed: int = 0
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Every score of this module for a trained pair of stages on held-out SynthTalk clips.
+
+  head: a `talking_head.TalkingHead` of the two runs; motion_data_dir: their `extract_motion`
+  output; synthtalk_dir: the SynthTalk set it was extracted from. Returns (report, details):
+  details holds the held-out motion records ("test_clips"), the rendered generated videos and
+  the real frames per clip id ("rendered", "real"), for videos and figures.
+  """
+  train_clips = read_motion_split(motion_data_dir, "train")
+  test_clips = read_motion_split(motion_data_dir, "test")
+  real = heldout_frames(synthtalk_dir, {clip["clip_id"] for clip in test_clips})
+  motion_report, generated_motion = evaluate_motion(head.sampler, train_clips, test_clips, seed)
+
+  def render(first_frame: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    return np.concatenate(list(head.render(head.encode(first_frame), motion)))
+
+  pixel_report, rendered = evaluate_pixels(render, test_clips, real, generated_motion)
+  report = {"heldout_reconstruction": evaluate_reconstruction(render, test_clips, real),
+            "motion": motion_report,
+            "pixels": {key: value for key, value in pixel_report.items() if key != "per_clip"},
+            "pixels_per_clip": pixel_report["per_clip"]}
+  return report, {"test_clips": test_clips, "rendered": rendered, "real": real}
