@@ -117,6 +117,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--speech", default=DEFAULT_SPEECH, help="the speech it says")
   parser.add_argument("--num_videos", type=int, default=3,
                       help="held-out clips (of different speakers) in the SynthTalk videos")
+  parser.add_argument("--eval_clips", type=int, default=16,
+                      help="held-out clips scored in summary.json (spread over the speakers)")
   parser.add_argument("--display_scale", type=int, default=4,
                       help="the videos' frames are upscaled by this for viewing")
   args = parser.parse_args(argv)
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
   start = time.perf_counter()
   head = talking_head.TalkingHead(where["latent"], where["motion"])
   report, details = synthtalk_check.evaluate_runs(head, where["motion_data"], where["synthtalk"],
-                                                  seed=data.seed)
+                                                  seed=data.seed, max_clips=args.eval_clips)
   test_clips, rendered, real = details["test_clips"], details["rendered"], details["real"]
   outputs = make_videos(workdir, head, test_clips, rendered, real, args.num_videos,
                         args.display_scale)

@@ -26,7 +26,7 @@ clip's speech).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from array_record.python import array_record_module
@@ -263,17 +263,29 @@ def heldout_frames(synthtalk_dir: str, clip_ids: set[str], split: str = "test"
   return frames
 
 
-def evaluate_runs(head, motion_data_dir: str, synthtalk_dir: str, seed: int = 0
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+def spread_over_speakers(clips: Sequence[dict], count: Optional[int]) -> list[dict]:
+  """Up to `count` clips (None: all), taking each speaker's first clip before any second one."""
+  by_speaker: dict[str, list[dict]] = {}
+  for clip in clips:
+    by_speaker.setdefault(clip["speaker_id"], []).append(clip)
+  ordered = [clip for rank in range(max(map(len, by_speaker.values()), default=0))
+             for speaker_clips in by_speaker.values() if rank < len(speaker_clips)
+             for clip in [speaker_clips[rank]]]
+  return ordered if count is None else ordered[:count]
+
+
+def evaluate_runs(head, motion_data_dir: str, synthtalk_dir: str, seed: int = 0,
+                  max_clips: Optional[int] = None) -> tuple[dict[str, Any], dict[str, Any]]:
   """Every score of this module for a trained pair of stages on held-out SynthTalk clips.
 
   head: a `talking_head.TalkingHead` of the two runs; motion_data_dir: their `extract_motion`
-  output; synthtalk_dir: the SynthTalk set it was extracted from. Returns (report, details):
+  output; synthtalk_dir: the SynthTalk set it was extracted from; max_clips: held-out clips
+  scored (None: all; `spread_over_speakers` picks them). Returns (report, details):
   details holds the held-out motion records ("test_clips"), the rendered generated videos and
   the real frames per clip id ("rendered", "real"), for videos and figures.
   """
   train_clips = read_motion_split(motion_data_dir, "train")
-  test_clips = read_motion_split(motion_data_dir, "test")
+  test_clips = spread_over_speakers(read_motion_split(motion_data_dir, "test"), max_clips)
   real = heldout_frames(synthtalk_dir, {clip["clip_id"] for clip in test_clips})
   motion_report, generated_motion = evaluate_motion(head.sampler, train_clips, test_clips, seed)
 
