@@ -3,10 +3,13 @@
   python -m data_prep.convert_weights --kind=vgg19 --input=vgg19-dcbb9e9d.pth --output=vgg19.npz
   python -m data_prep.convert_weights --kind=iresnet100 \
       --input=ms1mv3_arcface_r100_fp16/backbone.pth --output=arcface_r100.npz
+  python -m data_prep.convert_weights --kind=syncnet --input=syncnet_v2.model --output=syncnet.npz
 
 Kinds (`vasa_jax.models.pretrained.MODEL_KINDS`):
   vgg19            torchvision's `vgg19` ImageNet weights (only `features.*` is kept);
-  iresnet{18,34,50,100,200}  insightface `arcface_torch` backbones (`backbone.pth`).
+  iresnet{18,34,50,100,200}  insightface `arcface_torch` backbones (`backbone.pth`);
+  syncnet          joonson/syncnet_python's `syncnet_v2.model` (`netcnnaud.*`, `netfcaud.*`,
+                   `netcnnlip.*`, `netfclip.*`, BatchNorm running statistics included).
 The checkpoint may be a raw state_dict or one wrapped as {"state_dict": ...} or {"model": ...};
 "module." prefixes (DataParallel) are stripped. The output keeps exactly the tensors the Flax model
 needs, under their PyTorch names, in PyTorch layout, as float32; `vasa_jax.models.pretrained` does the

@@ -1,4 +1,5 @@
-"""Variables of the frozen loss networks (VGG19, ArcFace IResNet) from local weight files.
+"""Variables of the frozen pretrained networks from local weight files: the loss networks (VGG19,
+ArcFace IResNet) and the evaluation networks (SyncNet, ...).
 
 Nothing is downloaded. A weight file is the `.npz` that `python -m data_prep.convert_weights`
 writes from a released PyTorch checkpoint: its keys are the PyTorch state_dict names
@@ -8,7 +9,7 @@ layout. A file may hold more tensors than the model needs (they are ignored).
 Name mapping, Flax variable path -> PyTorch name: module names `x_N` become `x.N` and the path is
 joined with dots; the leaf becomes kernel/scale/negative_slope -> weight, bias -> bias,
 batch_stats mean/var -> running_mean/running_var. Conv kernels are stored HWIO in Flax and OIHW in
-PyTorch, dense kernels [in, out] against [out, in].
+PyTorch, 3D conv kernels THWIO against OITHW, dense kernels [in, out] against [out, in].
 
 Every tensor the model needs is checked against the model's own `jax.eval_shape` init: a missing
 or mis-shaped tensor raises ValueError naming it with both shapes; a missing file raises
@@ -29,12 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from vasa_jax.models import iresnet
+from vasa_jax.models import syncnet
 from vasa_jax.models import vgg
 
 # Converter kinds: the model whose tensors a released checkpoint of that kind must hold.
 MODEL_KINDS = {
     "vgg19": vgg.VGG19(layers=(vgg.VGG19_LAYER_NAMES[-1],)),  # all 16 convs
     **{f"iresnet{depth}": iresnet.iresnet(depth) for depth in sorted(iresnet.STAGE_BLOCKS)},
+    "syncnet": syncnet.SyncNet(),
 }
 # Flax leaf name -> PyTorch state_dict leaf name.
 _TORCH_LEAF_NAMES = {
@@ -58,9 +61,15 @@ def _unboxed(value: Any) -> Any:
 
 
 def abstract_variables(model: nn.Module) -> Any:
-  """The shapes and dtypes of `model`'s variables (boxed as `model.init` returns them)."""
-  images = jax.ShapeDtypeStruct((1, iresnet.INPUT_SIZE, iresnet.INPUT_SIZE, 3), jnp.float32)
-  return jax.eval_shape(model.init, jax.random.key(0), images)
+  """The shapes and dtypes of `model`'s variables (boxed as `model.init` returns them).
+
+  The model is initialised on its `example_inputs()` where it defines them, else on one image.
+  """
+  if hasattr(model, "example_inputs"):
+    inputs = model.example_inputs()
+  else:
+    inputs = (jax.ShapeDtypeStruct((1, iresnet.INPUT_SIZE, iresnet.INPUT_SIZE, 3), jnp.float32),)
+  return jax.eval_shape(model.init, jax.random.key(0), *inputs)
 
 
 def _torch_name(path: Sequence[str]) -> str:
@@ -70,9 +79,12 @@ def _torch_name(path: Sequence[str]) -> str:
 
 
 def _torch_layout_shape(flax_shape: tuple[int, ...], leaf_name: str) -> tuple[int, ...]:
-  """The PyTorch shape of a Flax variable: kernels HWIO -> OIHW and [in, out] -> [out, in]."""
+  """The PyTorch shape of a Flax variable: kernels HWIO -> OIHW, THWIO -> OITHW and
+  [in, out] -> [out, in]."""
   if leaf_name == "kernel" and len(flax_shape) == 4:
     return tuple(flax_shape[i] for i in (3, 2, 0, 1))
+  if leaf_name == "kernel" and len(flax_shape) == 5:
+    return tuple(flax_shape[i] for i in (4, 3, 0, 1, 2))
   if leaf_name == "kernel" and len(flax_shape) == 2:
     return flax_shape[::-1]
   return tuple(flax_shape)
@@ -81,6 +93,8 @@ def _torch_layout_shape(flax_shape: tuple[int, ...], leaf_name: str) -> tuple[in
 def _from_torch_layout(tensor: np.ndarray, leaf_name: str) -> np.ndarray:
   if leaf_name == "kernel" and tensor.ndim == 4:
     return np.transpose(tensor, (2, 3, 1, 0))
+  if leaf_name == "kernel" and tensor.ndim == 5:
+    return np.transpose(tensor, (2, 3, 4, 1, 0))
   if leaf_name == "kernel" and tensor.ndim == 2:
     return tensor.T
   return tensor
@@ -181,3 +195,9 @@ def load_iresnet(path: str, depth: int | Sequence[int] = 100) -> Any:
   else:
     model = iresnet.IResNet(stage_blocks=tuple(depth))
   return load_variables(path, model)
+
+
+def load_syncnet(path: str, width: float = 1.0) -> Any:
+  """Variables of `syncnet.SyncNet(width=width)` from a converted syncnet_python weight file
+  (`python -m data_prep.convert_weights --kind=syncnet --input=syncnet_v2.model ...`)."""
+  return load_variables(path, syncnet.SyncNet(width=width))
