@@ -18,15 +18,16 @@ this project's 68 tracked landmarks (`FaceTracker.track_landmarks`) instead of S
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import signal as scipy_signal
 
 from vasa_jax.data import face_tracker
+from vasa_jax.evaluators import batching
 from vasa_jax.evaluators import mfcc as mfcc_lib
 from vasa_jax.models import syncnet as syncnet_lib
 
@@ -101,17 +102,6 @@ class SyncNetScorer:
     self._embed_lips = jax.jit(lambda v, x: model.apply(v, x, method=model.embed_lips))
     self._embed_audio = jax.jit(lambda v, x: model.apply(v, x, method=model.embed_audio))
 
-  def _batched(self, embed, windows: np.ndarray) -> np.ndarray:
-    outputs = []
-    for start in range(0, len(windows), self.batch_size):
-      batch = windows[start:start + self.batch_size]
-      filled = len(batch)
-      if filled < self.batch_size:  # one compiled shape for every batch
-        batch = np.concatenate([batch, np.zeros((self.batch_size - filled,) + batch.shape[1:],
-                                                batch.dtype)])
-      outputs.append(np.asarray(embed(self.variables, jnp.asarray(batch)))[:filled])
-    return np.concatenate(outputs)
-
   def embeddings(self, crops: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lip, audio) embeddings [N, D] of every window of a clip.
 
@@ -135,8 +125,10 @@ class SyncNetScorer:
     audio_windows = np.stack([coefficients[:, MFCC_STEPS_PER_FRAME * t:
                                            MFCC_STEPS_PER_FRAME * t + steps]
                               for t in range(count)])
-    return (self._batched(self._embed_lips, lip_windows),
-            self._batched(self._embed_audio, audio_windows))
+    return (batching.batched(functools.partial(self._embed_lips, self.variables), lip_windows,
+                             self.batch_size),
+            batching.batched(functools.partial(self._embed_audio, self.variables),
+                             audio_windows, self.batch_size))
 
   def score(self, crops: np.ndarray, audio: np.ndarray) -> SyncScores:
     """Sc, SD and offset of a 25 fps face-crop clip and its int16 16 kHz audio."""

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vasa_jax.models import i3d
+from vasa_jax.models import inception
 from vasa_jax.models import iresnet
 from vasa_jax.models import syncnet
 from vasa_jax.models import vgg
@@ -38,6 +40,8 @@ MODEL_KINDS = {
     "vgg19": vgg.VGG19(layers=(vgg.VGG19_LAYER_NAMES[-1],)),  # all 16 convs
     **{f"iresnet{depth}": iresnet.iresnet(depth) for depth in sorted(iresnet.STAGE_BLOCKS)},
     "syncnet": syncnet.SyncNet(),
+    "i3d": i3d.I3D(),
+    "inception": inception.FIDInceptionV3(),
 }
 # Flax leaf name -> PyTorch state_dict leaf name.
 _TORCH_LEAF_NAMES = {
@@ -72,9 +76,16 @@ def abstract_variables(model: nn.Module) -> Any:
   return jax.eval_shape(model.init, jax.random.key(0), *inputs)
 
 
-def _torch_name(path: Sequence[str]) -> str:
-  """("params", "layer1_0", "conv1", "kernel") -> "layer1.0.conv1.weight"."""
-  modules = [re.sub(r"_(\d+)$", r".\1", name) for name in path[1:-1]]
+def _torch_name(path: Sequence[str], model: nn.Module) -> str:
+  """("params", "layer1_0", "conv1", "kernel") -> "layer1.0.conv1.weight".
+
+  Module names ending in `_N` are PyTorch `nn.Sequential` / `nn.ModuleList` entries `.N`, unless
+  the model keeps its names as they are (`KEEPS_TORCH_NAMES`, for torch names such as
+  torchvision's `branch7x7_1`).
+  """
+  modules = list(path[1:-1])
+  if not getattr(model, "KEEPS_TORCH_NAMES", False):
+    modules = [re.sub(r"_(\d+)$", r".\1", name) for name in modules]
   return ".".join(modules + [_TORCH_LEAF_NAMES[path[-1]]])
 
 
@@ -110,7 +121,7 @@ def _variable_leaves(model: nn.Module) -> tuple[list[tuple[tuple[str, ...], Any]
 def expected_torch_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
   """PyTorch state_dict name -> PyTorch-layout shape of every tensor `model` needs."""
   leaves, _ = _variable_leaves(model)
-  return {_torch_name(path): _torch_layout_shape(_unboxed(leaf).shape, path[-1])
+  return {_torch_name(path, model): _torch_layout_shape(_unboxed(leaf).shape, path[-1])
           for path, leaf in leaves}
 
 
@@ -158,7 +169,7 @@ def variables_from_torch_tensors(tensors: Mapping[str, Any], model: nn.Module,
   leaves, treedef = _variable_leaves(model)
   values = []
   for path, leaf in leaves:
-    value = _from_torch_layout(selected[_torch_name(path)], path[-1])
+    value = _from_torch_layout(selected[_torch_name(path, model)], path[-1])
     value = np.ascontiguousarray(value, dtype=_unboxed(leaf).dtype)
     values.append(leaf.replace_boxed(value) if _is_box(leaf) else value)
   return jax.tree_util.tree_unflatten(treedef, values)
@@ -201,3 +212,16 @@ def load_syncnet(path: str, width: float = 1.0) -> Any:
   """Variables of `syncnet.SyncNet(width=width)` from a converted syncnet_python weight file
   (`python -m data_prep.convert_weights --kind=syncnet --input=syncnet_v2.model ...`)."""
   return load_variables(path, syncnet.SyncNet(width=width))
+
+
+def load_i3d(path: str, width: float = 1.0) -> Any:
+  """Variables of `i3d.I3D(width=width)` from a converted I3D weight file
+  (`python -m data_prep.convert_weights --kind=i3d --input=i3d_torchscript.pt ...`)."""
+  return load_variables(path, i3d.I3D(width=width))
+
+
+def load_inception(path: str) -> Any:
+  """Variables of `inception.FIDInceptionV3()` from a converted pytorch-fid weight file
+  (`python -m data_prep.convert_weights --kind=inception
+  --input=pt_inception-2015-12-05-6726825d.pth ...`)."""
+  return load_variables(path, inception.FIDInceptionV3())
