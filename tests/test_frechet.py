@@ -38,22 +38,29 @@ def sqrtm_frechet(features_1, features_2, ddof):
                        + np.trace(sigma_1 + sigma_2 - 2 * covmean)))
 
 
-def test_frechet_distance_equals_the_sqrtm_formula():
+@pytest.mark.parametrize("num_samples", [(80, 70), (9, 12)])  # more / fewer than dimensions
+def test_frechet_distance_equals_the_sqrtm_formula(num_samples):
   rng = np.random.default_rng(0)
   mixing = rng.normal(size=(16, 16))
-  features_1 = rng.normal(size=(80, 16)) @ mixing
-  features_2 = rng.normal(size=(70, 16)) @ (mixing + 0.3 * rng.normal(size=(16, 16))) + 0.5
+  features_1 = rng.normal(size=(num_samples[0], 16)) @ mixing
+  features_2 = rng.normal(size=(num_samples[1], 16)) @ (mixing + 0.3 * rng.normal(size=(16, 16)))
+  features_2 += 0.5
   for ddof, function in ((0, frechet.fvd), (1, frechet.fid)):
     expected = sqrtm_frechet(features_1, features_2, ddof)
-    assert function(features_1, features_2) == pytest.approx(expected, rel=1e-8)
+    assert function(features_1, features_2) == pytest.approx(expected, rel=1e-6)
     assert expected > 1.0
     # A set against itself: ~0 (tiny against the traces of ~100s).
     assert abs(function(features_1, features_1)) < 1e-8
+    statistics = [frechet.feature_statistics(f, ddof) for f in (features_1, features_2)]
+    # (With fewer samples than dimensions S_1 S_2 is singular: the square roots of its round-off
+    # eigenvalues move sqrtm's and the covariance route's trace by ~1e-8 relative.)
+    from_statistics = frechet.frechet_distance_from_statistics(*statistics[0], *statistics[1])
+    assert from_statistics == pytest.approx(expected, rel=1e-6)
   mean, covariance = frechet.feature_statistics(features_1, ddof=1)
   np.testing.assert_allclose(covariance, np.cov(features_1, rowvar=False), rtol=1e-12)
   np.testing.assert_allclose(mean, features_1.mean(0))
   with pytest.raises(ValueError, match="features"):
-    frechet.feature_statistics(features_1[:1], ddof=1)
+    frechet.fid(features_1[:1], features_2)
 
 
 def test_clips_and_frame_sampling():

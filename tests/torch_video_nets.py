@@ -73,7 +73,9 @@ class TorchI3D(torch.nn.Module):
 
   def __init__(self, width: float = 1.0, num_classes: int = 400):
     super().__init__()
-    c = lambda n: flax_i3d.scaled_channels(n, width)  # pylint: disable=unnecessary-lambda-assignment
+    def c(n):
+      return flax_i3d.scaled_channels(n, width)
+
     self.conv3d_1a_7x7 = TorchUnit3D(3, c(64), [7, 7, 7], [2, 2, 2])
     self.conv3d_2b_1x1 = TorchUnit3D(c(64), c(64), [1, 1, 1], [1, 1, 1])
     self.conv3d_2c_3x3 = TorchUnit3D(c(64), c(192), [3, 3, 3], [1, 1, 1])

@@ -20,6 +20,7 @@ their logical-axis `nn.Partitioned` boxes), holding float32 numpy arrays: place 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Any, Mapping, Sequence
@@ -64,10 +65,12 @@ def _unboxed(value: Any) -> Any:
   return value.unbox() if _is_box(value) else value
 
 
+@functools.lru_cache(maxsize=32)
 def abstract_variables(model: nn.Module) -> Any:
   """The shapes and dtypes of `model`'s variables (boxed as `model.init` returns them).
 
-  The model is initialised on its `example_inputs()` where it defines them, else on one image.
+  The model is initialised on its `example_inputs()` where it defines them, else on one image
+  (traced once per model configuration: modules are hashable by their fields).
   """
   if hasattr(model, "example_inputs"):
     inputs = model.example_inputs()
