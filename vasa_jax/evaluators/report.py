@@ -42,7 +42,9 @@ def _cell(values: Mapping[str, float], key: str) -> str:
   value = values.get(key)
   if value is None:
     return "—"
-  return f"{value:.3f}" if abs(value) < 1000 else f"{value:.1f}"
+  if abs(value) >= 1000:
+    return f"{value:.1f}"
+  return f"{round(value, 3) + 0.0:.3f}"  # + 0.0: no "-0.000" for a round-off negative
 
 
 def _rows(columns: Sequence[tuple[str, str]], values: Mapping[str, float], label: str

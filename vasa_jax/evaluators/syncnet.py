@@ -102,6 +102,29 @@ class SyncNetScorer:
     self._embed_lips = jax.jit(lambda v, x: model.apply(v, x, method=model.embed_lips))
     self._embed_audio = jax.jit(lambda v, x: model.apply(v, x, method=model.embed_audio))
 
+  def lip_embeddings(self, crops: np.ndarray, count: int) -> np.ndarray:
+    """[count, D] embeddings of the 5-frame windows starting at frames 0 .. count - 1 of
+    uint8 RGB 224 px face crops [T, 224, 224, 3] at 25 fps."""
+    crops = np.asarray(crops)
+    size = syncnet_lib.LIP_SIZE
+    if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
+      raise ValueError(f"crops must be uint8 [T, {size}, {size}, 3], got {crops.dtype} "
+                       f"{crops.shape}")
+    frames = bgr_float(crops[:count + syncnet_lib.LIP_FRAMES - 1])
+    windows = np.stack([frames[t:t + syncnet_lib.LIP_FRAMES] for t in range(count)])
+    return batching.batched(functools.partial(self._embed_lips, self.variables), windows,
+                            self.batch_size)
+
+  def audio_embeddings(self, audio: np.ndarray, count: int) -> np.ndarray:
+    """[count, D] embeddings of the MFCC windows of frames 0 .. count - 1 of int16 16 kHz audio
+    (MFCCs of the whole clip, steps 4t .. 4t + 19)."""
+    coefficients = mfcc_lib.mfcc(np.asarray(audio)).T.astype(np.float32)  # [13, steps]
+    steps = syncnet_lib.MFCC_STEPS
+    windows = np.stack([coefficients[:, MFCC_STEPS_PER_FRAME * t:
+                                     MFCC_STEPS_PER_FRAME * t + steps] for t in range(count)])
+    return batching.batched(functools.partial(self._embed_audio, self.variables), windows,
+                            self.batch_size)
+
   def embeddings(self, crops: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lip, audio) embeddings [N, D] of every window of a clip.
 
@@ -109,54 +132,41 @@ class SyncNetScorer:
       crops: uint8 RGB [T, 224, 224, 3] face crops at 25 fps.
       audio: int16 [S] samples at 16 kHz, starting with frame 0.
     """
-    crops = np.asarray(crops)
-    size = syncnet_lib.LIP_SIZE
-    if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-      raise ValueError(f"crops must be uint8 [T, {size}, {size}, 3], got {crops.dtype} "
-                       f"{crops.shape}")
     count = num_windows(len(crops), len(audio))
     if count < 1:
       raise ValueError(f"a clip of {len(crops)} frames and {len(audio)} audio samples is too "
                        f"short for SyncNet (at least {MIN_FRAMES} frames of video and audio)")
-    frames = bgr_float(crops[:count + syncnet_lib.LIP_FRAMES - 1])
-    lip_windows = np.stack([frames[t:t + syncnet_lib.LIP_FRAMES] for t in range(count)])
-    coefficients = mfcc_lib.mfcc(np.asarray(audio)).T.astype(np.float32)  # [13, steps]
-    steps = syncnet_lib.MFCC_STEPS
-    audio_windows = np.stack([coefficients[:, MFCC_STEPS_PER_FRAME * t:
-                                           MFCC_STEPS_PER_FRAME * t + steps]
-                              for t in range(count)])
-    return (batching.batched(functools.partial(self._embed_lips, self.variables), lip_windows,
-                             self.batch_size),
-            batching.batched(functools.partial(self._embed_audio, self.variables),
-                             audio_windows, self.batch_size))
+    return self.lip_embeddings(crops, count), self.audio_embeddings(audio, count)
 
   def score(self, crops: np.ndarray, audio: np.ndarray) -> SyncScores:
     """Sc, SD and offset of a 25 fps face-crop clip and its int16 16 kHz audio."""
     return offset_scores(*self.embeddings(crops, audio), vshift=self.vshift)
 
 
+def _bilinear_weights(length: int, size: int) -> np.ndarray:
+  """[size, length] interpolation matrix of cv2's INTER_LINEAR along one axis: output i samples
+  (i + 0.5) * length / size - 0.5, clamped to the edge pixels."""
+  source = (np.arange(size) + 0.5) * (length / size) - 0.5
+  low = np.floor(source).astype(int)
+  fraction = np.where(low < 0, 0.0, source - low)
+  low = np.clip(low, 0, length - 1)
+  fraction = np.where(low >= length - 1, 0.0, fraction)
+  weights = np.zeros((size, length))
+  np.add.at(weights, (np.arange(size), low), 1.0 - fraction)
+  np.add.at(weights, (np.arange(size), np.minimum(low + 1, length - 1)), fraction)
+  return weights
+
+
 def resize_bilinear(image: np.ndarray, size: int) -> np.ndarray:
   """uint8 [H, W, C] -> [size, size, C] as cv2.resize's INTER_LINEAR: half-pixel centres,
   no anti-aliasing, edge samples clamped (cv2 rounds in fixed point; this in float64)."""
   image = np.asarray(image)
-
-  def axis_weights(length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    source = (np.arange(size) + 0.5) * (length / size) - 0.5
-    low = np.floor(source).astype(int)
-    fraction = source - low
-    fraction = np.where(low < 0, 0.0, fraction)
-    low = np.clip(low, 0, length - 1)
-    fraction = np.where(low >= length - 1, 0.0, fraction)
-    high = np.minimum(low + 1, length - 1)
-    return low, high, fraction
-
-  rows_low, rows_high, row_fraction = axis_weights(image.shape[0])
-  cols_low, cols_high, col_fraction = axis_weights(image.shape[1])
-  pixels = image.astype(np.float64)
-  rows = (pixels[rows_low] * (1 - row_fraction)[:, None, None]
-          + pixels[rows_high] * row_fraction[:, None, None])
-  resized = (rows[:, cols_low] * (1 - col_fraction)[None, :, None]
-             + rows[:, cols_high] * col_fraction[None, :, None])
+  height, width, channels = image.shape
+  rows = _bilinear_weights(height, size)  # [size, H]
+  columns = _bilinear_weights(width, size)  # [size, W]
+  resized = rows @ image.astype(np.float64).reshape(height, width * channels)  # [size, W * C]
+  resized = resized.reshape(size, width, channels).transpose(1, 0, 2).reshape(width, -1)
+  resized = (columns @ resized).reshape(size, size, channels).transpose(1, 0, 2)  # [i, j, C]
   return np.clip(np.round(resized), 0, 255).astype(np.uint8)
 
 
@@ -164,6 +174,16 @@ def resize_bilinear(image: np.ndarray, size: int) -> np.ndarray:
 class FaceCrops:
   """crops: uint8 [T', 224, 224, 3] of frames first .. last (the span with a tracked face)."""
   crops: np.ndarray
+  first: int
+  last: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CropTrack:
+  """The smoothed crop boxes of frames first .. last: half_size, centre_y, centre_x [T']."""
+  half_size: np.ndarray
+  centre_y: np.ndarray
+  centre_x: np.ndarray
   first: int
   last: int
 
@@ -183,28 +203,39 @@ def landmark_boxes(found: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray
   return boxes, first, last
 
 
-def crop_faces(frames: np.ndarray, found: np.ndarray, landmarks: np.ndarray,
-               size: int = syncnet_lib.LIP_SIZE) -> FaceCrops:
-  """syncnet_python's `crop_video` on the landmark boxes of `frames` (uint8 RGB [T, H, W, 3])."""
+def crop_track(found: np.ndarray, landmarks: np.ndarray) -> CropTrack:
+  """`crop_video`'s box track: half size max(w, h) / 2 and centre, each median-filtered over 13
+  frames (scipy's medfilt, zero-padded at the ends as in the reference)."""
   boxes, first, last = landmark_boxes(found, landmarks)
   half_size = np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2
   centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
   centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
-  # scipy's medfilt pads with zeros at the ends, as in the reference.
-  half_size, centre_y, centre_x = (scipy_signal.medfilt(values, kernel_size=SMOOTHING_FRAMES)
-                                   for values in (half_size, centre_y, centre_x))
-  crops = []
-  for index, frame in enumerate(frames[first:last + 1]):
-    box_size = half_size[index]
-    pad = int(box_size * (1 + 2 * CROP_SCALE))
-    padded = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), constant_values=PAD_VALUE)
-    y, x = centre_y[index] + pad, centre_x[index] + pad
-    face = padded[int(y - box_size):int(y + box_size * (1 + 2 * CROP_SCALE)),
-                  int(x - box_size * (1 + CROP_SCALE)):int(x + box_size * (1 + CROP_SCALE))]
-    if not face.size:
-      raise ValueError(f"empty face crop at frame {first + index} (box size {box_size:.1f})")
-    crops.append(resize_bilinear(face, size))
-  return FaceCrops(crops=np.stack(crops), first=first, last=last)
+  return CropTrack(*(scipy_signal.medfilt(values, kernel_size=SMOOTHING_FRAMES)
+                     for values in (half_size, centre_y, centre_x)), first=first, last=last)
+
+
+def crop_frame(frame: np.ndarray, half_size: float, centre_y: float, centre_x: float,
+               size: int = syncnet_lib.LIP_SIZE) -> np.ndarray:
+  """One frame's crop: padded by int(s (1 + 2 cs)) with grey 110, rows y - s .. y + s (1 + 2 cs),
+  columns x -+ s (1 + cs), resized to `size` (cs = CROP_SCALE)."""
+  pad = int(half_size * (1 + 2 * CROP_SCALE))
+  padded = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), constant_values=PAD_VALUE)
+  y, x = centre_y + pad, centre_x + pad
+  face = padded[int(y - half_size):int(y + half_size * (1 + 2 * CROP_SCALE)),
+                int(x - half_size * (1 + CROP_SCALE)):int(x + half_size * (1 + CROP_SCALE))]
+  if not face.size:
+    raise ValueError(f"empty face crop (box size {half_size:.1f})")
+  return resize_bilinear(face, size)
+
+
+def crop_faces(frames: np.ndarray, found: np.ndarray, landmarks: np.ndarray,
+               size: int = syncnet_lib.LIP_SIZE) -> FaceCrops:
+  """syncnet_python's `crop_video` on the landmark boxes of `frames` (uint8 RGB [T, H, W, 3])."""
+  track = crop_track(found, landmarks)
+  crops = [crop_frame(frame, track.half_size[index], track.centre_y[index],
+                      track.centre_x[index], size)
+           for index, frame in enumerate(frames[track.first:track.last + 1])]
+  return FaceCrops(crops=np.stack(crops), first=track.first, last=track.last)
 
 
 def clip_audio(audio: np.ndarray, first: int, last: int) -> np.ndarray:

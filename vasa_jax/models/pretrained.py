@@ -114,6 +114,16 @@ def _from_torch_layout(tensor: np.ndarray, leaf_name: str) -> np.ndarray:
   return tensor
 
 
+def _to_torch_layout(value: np.ndarray, leaf_name: str) -> np.ndarray:
+  if leaf_name == "kernel" and value.ndim == 4:
+    return np.transpose(value, (3, 2, 0, 1))
+  if leaf_name == "kernel" and value.ndim == 5:
+    return np.transpose(value, (4, 3, 0, 1, 2))
+  if leaf_name == "kernel" and value.ndim == 2:
+    return value.T
+  return value
+
+
 def _variable_leaves(model: nn.Module) -> tuple[list[tuple[tuple[str, ...], Any]], Any]:
   """([(flax path, abstract leaf)], treedef) of the model's variables, boxes kept as leaves."""
   flat, treedef = jax.tree_util.tree_flatten_with_path(abstract_variables(model),
@@ -176,6 +186,25 @@ def variables_from_torch_tensors(tensors: Mapping[str, Any], model: nn.Module,
     value = np.ascontiguousarray(value, dtype=_unboxed(leaf).dtype)
     values.append(leaf.replace_boxed(value) if _is_box(leaf) else value)
   return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def torch_tensors_from_variables(variables: Any, model: nn.Module) -> dict[str, np.ndarray]:
+  """The inverse of `variables_from_torch_tensors`: PyTorch name -> float32 array in PyTorch
+  layout, e.g. to save a network trained here as a weight file its loader reads."""
+  flat = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(variables))[0]
+  values = {tuple(key.key for key in path): np.asarray(leaf) for path, leaf in flat}
+  tensors = {}
+  for path, leaf in _variable_leaves(model)[0]:
+    value = _to_torch_layout(values[path].astype(np.float32), path[-1])
+    tensors[_torch_name(path, model)] = np.ascontiguousarray(value)
+  return tensors
+
+
+def save_variables(path: str, variables: Any, model: nn.Module) -> None:
+  """Writes `variables` of `model` as a weight file `load_variables` reads (.npz)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "wb") as file:  # np.savez would append ".npz" to other names
+    np.savez(file, **torch_tensors_from_variables(variables, model))
 
 
 def load_variables(path: str, model: nn.Module) -> Any:

@@ -14,7 +14,7 @@ Euclidean distance between them is small where lips and sound are in sync
 Submodules are named after the reference's `nn.Sequential` indices (`netcnnaud_0` is
 `netcnnaud.0`, its BatchNorm `netcnnaud_1`, ...), so the released `syncnet_v2.model` state dict maps
 one to one (`vasa_jax.models.pretrained.load_syncnet`). Every BatchNorm runs on its running
-statistics (PyTorch's eps 1e-5). `width` scales every hidden channel count (1.0 is the released
+statistics (PyTorch's eps 1e-5) unless `train` is set (`vasa_jax.trainers.syncnet`). `width` scales every hidden channel count (1.0 is the released
 network; the SynthTalk-trained CPU variant of `configs/syncnet.py` uses less); the embedding size
 stays `embedding_size`.
 """
@@ -36,6 +36,8 @@ LIP_FRAMES = 5
 LIP_SIZE = 224
 EMBEDDING_SIZE = 1024
 BATCH_NORM_EPSILON = 1e-5
+# Running-statistics update in training: PyTorch's default (momentum 0.1 there = 0.9 here).
+BATCH_NORM_MOMENTUM = 0.9
 
 # (Sequential index of the conv, output channels, kernel, stride, padding) of each conv, and the
 # max pools as ("pool", index, window, stride, padding); a BatchNorm and ReLU follow every conv.
@@ -67,6 +69,40 @@ def scaled_channels(channels: int, width: float) -> int:
   return max(1, round(channels * width))
 
 
+class FrameSpanningConv(nn.Module):
+  """A Conv3d whose kernel spans every input frame (one output frame), as the lip branch's convs
+  are (5 frames into the first, 1 into the others): computed as a 2D conv over the frames'
+  channels stacked frame-major, which XLA runs (and differentiates) several times faster on CPU
+  than a 3D conv. The kernel keeps the 3D conv's shape [T, kh, kw, in, out] and initialisation."""
+  features: int
+  kernel_size: Sequence[int]  # (T, kh, kw)
+  strides: Sequence[int]  # (1, sh, sw)
+  padding: Sequence[int]  # (0, ph, pw)
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array) -> jax.Array:  # [B, T, H, W, C] -> [B, 1, H', W', F]
+    batch, frames, height, width, channels = inputs.shape
+    kernel_frames, kernel_height, kernel_width = self.kernel_size
+    if frames != kernel_frames or self.padding[0] or self.strides[0] != 1:
+      raise ValueError(f"the kernel must span all {frames} input frames without temporal "
+                       f"padding, got kernel {tuple(self.kernel_size)}, padding "
+                       f"{tuple(self.padding)}")
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (kernel_frames, kernel_height, kernel_width, channels, self.features),
+                        self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+    stacked = jnp.transpose(inputs, (0, 2, 3, 1, 4)).reshape(
+        batch, height, width, frames * channels)  # [B, H, W, T * C]
+    kernel_2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(
+        kernel_height, kernel_width, frames * channels, self.features)
+    outputs = jax.lax.conv_general_dilated(
+        stacked.astype(self.dtype), kernel_2d.astype(self.dtype), tuple(self.strides[1:]),
+        [(p, p) for p in self.padding[1:]], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return (outputs + bias.astype(self.dtype))[:, None]  # [B, 1, H', W', F]
+
+
 def _conv_stack(layers: Sequence[tuple], width: float, dtype: Dtype,
                 param_dtype: Dtype) -> dict[int, nn.Module]:
   """The convs and BatchNorms of a conv stack, keyed by their index in the reference."""
@@ -74,16 +110,20 @@ def _conv_stack(layers: Sequence[tuple], width: float, dtype: Dtype,
   for layer in layers:
     if layer[0] == "conv":
       _, index, channels, kernel, stride, padding = layer
-      modules[index] = nn.Conv(scaled_channels(channels, width), kernel, strides=stride,
-                               padding=[(p, p) for p in padding], dtype=dtype,
-                               param_dtype=param_dtype)
-      modules[index + 1] = nn.BatchNorm(use_running_average=True, epsilon=BATCH_NORM_EPSILON,
+      if len(kernel) == 3:  # the lip branch
+        modules[index] = FrameSpanningConv(scaled_channels(channels, width), kernel, stride,
+                                           padding, dtype=dtype, param_dtype=param_dtype)
+      else:
+        modules[index] = nn.Conv(scaled_channels(channels, width), kernel, strides=stride,
+                                 padding=[(p, p) for p in padding], dtype=dtype,
+                                 param_dtype=param_dtype)
+      modules[index + 1] = nn.BatchNorm(momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON,
                                         dtype=jnp.float32, param_dtype=param_dtype)
   return modules
 
 
 def _run_conv_stack(modules: dict[int, nn.Module], layers: Sequence[tuple], inputs: jax.Array,
-                    dtype: Dtype) -> jax.Array:
+                    dtype: Dtype, train: bool) -> jax.Array:
   """Conv + BatchNorm + ReLU for each conv, max pools in between."""
   hidden = inputs
   for layer in layers:
@@ -93,7 +133,8 @@ def _run_conv_stack(modules: dict[int, nn.Module], layers: Sequence[tuple], inpu
       hidden = nn.max_pool(hidden, window, stride, [(p, p) for p in padding])
     else:
       index = layer[1]
-      hidden = nn.relu(modules[index + 1](modules[index](hidden))).astype(dtype)
+      hidden = modules[index + 1](modules[index](hidden), use_running_average=not train)
+      hidden = nn.relu(hidden).astype(dtype)
   return hidden
 
 
@@ -103,15 +144,16 @@ def _head(width: float, embedding_size: int, dtype: Dtype,
   return {
       0: nn.Dense(scaled_channels(_HIDDEN_FEATURES, width), dtype=dtype,
                   param_dtype=param_dtype),
-      1: nn.BatchNorm(use_running_average=True, epsilon=BATCH_NORM_EPSILON, dtype=jnp.float32,
+      1: nn.BatchNorm(momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, dtype=jnp.float32,
                       param_dtype=param_dtype),
       3: nn.Dense(embedding_size, dtype=jnp.float32, param_dtype=param_dtype),
   }
 
 
-def _run_head(modules: dict[int, nn.Module], features: jax.Array, dtype: Dtype) -> jax.Array:
-  hidden = nn.relu(modules[1](modules[0](features))).astype(dtype)
-  return modules[3](hidden)
+def _run_head(modules: dict[int, nn.Module], features: jax.Array, dtype: Dtype,
+              train: bool) -> jax.Array:
+  hidden = modules[1](modules[0](features), use_running_average=not train)
+  return modules[3](nn.relu(hidden).astype(dtype))
 
 
 class SyncNet(nn.Module):
@@ -130,20 +172,25 @@ class SyncNet(nn.Module):
     self.netcnnlip = _conv_stack(_LIP_LAYERS, width, dtype, param_dtype)
     self.netfclip = _head(width, self.embedding_size, dtype, param_dtype)
 
-  def embed_audio(self, mfcc: jax.Array) -> jax.Array:
-    """mfcc [B, 13, 20] (coefficient x 10 ms step) -> float32 [B, embedding_size]."""
+  def embed_audio(self, mfcc: jax.Array, train: bool = False) -> jax.Array:
+    """mfcc [B, 13, 20] (coefficient x 10 ms step) -> float32 [B, embedding_size].
+
+    `train`: BatchNorm on the batch's statistics, updating the running ones (apply with
+    mutable=["batch_stats"]); otherwise on the running statistics (the frozen network).
+    """
     hidden = _run_conv_stack(self.netcnnaud, _AUDIO_LAYERS, mfcc[..., None].astype(self.dtype),
-                             self.dtype)  # [B, 1, 1, 512]
-    return _run_head(self.netfcaud, hidden.reshape(hidden.shape[0], -1), self.dtype)
+                             self.dtype, train)  # [B, 1, 1, 512]
+    return _run_head(self.netfcaud, hidden.reshape(hidden.shape[0], -1), self.dtype, train)
 
-  def embed_lips(self, frames: jax.Array) -> jax.Array:
-    """frames [B, 5, 224, 224, 3] BGR, 0-255 -> float32 [B, embedding_size]."""
+  def embed_lips(self, frames: jax.Array, train: bool = False) -> jax.Array:
+    """frames [B, 5, 224, 224, 3] BGR, 0-255 -> float32 [B, embedding_size] (`train` as above)."""
     hidden = _run_conv_stack(self.netcnnlip, _LIP_LAYERS, frames.astype(self.dtype),
-                             self.dtype)  # [B, 1, 1, 1, 512]
-    return _run_head(self.netfclip, hidden.reshape(hidden.shape[0], -1), self.dtype)
+                             self.dtype, train)  # [B, 1, 1, 1, 512]
+    return _run_head(self.netfclip, hidden.reshape(hidden.shape[0], -1), self.dtype, train)
 
-  def __call__(self, mfcc: jax.Array, frames: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return self.embed_audio(mfcc), self.embed_lips(frames)
+  def __call__(self, mfcc: jax.Array, frames: jax.Array,
+               train: bool = False) -> tuple[jax.Array, jax.Array]:
+    return self.embed_audio(mfcc, train), self.embed_lips(frames, train)
 
   def example_inputs(self) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
     """Shapes `__call__` takes, for `jax.eval_shape(model.init, key, *inputs)`."""
