@@ -391,18 +391,20 @@ class FaceTracker:
     }
     return ClipTrack(None, crops, annotations, measurements)
 
-  def track_clip(self, frames: np.ndarray, fps: float) -> ClipTrack:
+  def track_clip(self, frames: np.ndarray, fps: float, check_quality: bool = True) -> ClipTrack:
     """Tracks the main face through a clip.
 
     Args:
       frames: uint8 [T, H, W, 3] RGB.
       fps: frame rate (sets the crop smoothing window).
+      check_quality: reject small or blurry faces (data preparation); without it only a missing
+        face or several faces reject the clip (measuring generated video).
 
     Returns:
       The ClipTrack; skip_reason says why the clip is unusable (no_face, multiple_faces,
       face_too_small, blurry, checked in this order).
     """
-    return self._track(frames, fps, check_quality=True)
+    return self._track(frames, fps, check_quality=check_quality)
 
   def track_landmarks(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame landmarks of the main face, however many frames lack one (for scoring

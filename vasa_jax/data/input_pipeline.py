@@ -464,6 +464,30 @@ def stage2_iterator(data_dir: str, split: str, *, batch_size: int, window: int,
       num_workers=num_workers, prefetch_batches=prefetch_batches)
 
 
+def sampler_iterator(data_dir: str, split: str,
+                     make_sampler: Callable[[Any], Callable[[int, np.random.Generator], Any]], *,
+                     min_frames: int, batch_size: int, seed: int, shuffle: bool = True,
+                     num_epochs: int | None = None, process_index: int | None = None,
+                     process_count: int | None = None, num_workers: int = 0,
+                     prefetch_batches: int = 2) -> grain.DatasetIterator:
+  """The same Grain graph over another stage's sampler (e.g. `vasa_jax.trainers.syncnet`'s).
+
+  `make_sampler(reader)` gets the split's record reader (`reader[i]` is decoded record i) and
+  returns the per-example function (record index, rng) -> example; clips shorter than
+  `min_frames` are left out.
+  """
+  index = ClipIndex.load(data_dir, split)
+  eligible = np.flatnonzero(index.num_frames >= min_frames)
+  if len(eligible) == 0:
+    raise ValueError(f"no clip of split {split!r} in {data_dir!r} has {min_frames} frames")
+  return _build_iterator(
+      eligible, make_sampler(_RecordReader(index)), batch_size=batch_size, seed=seed,
+      shuffle=shuffle, num_epochs=num_epochs,
+      process_index=jax.process_index() if process_index is None else process_index,
+      process_count=jax.process_count() if process_count is None else process_count,
+      num_workers=num_workers, prefetch_batches=prefetch_batches)
+
+
 def make_global_batch(local_batch: Any, sharding: NamedSharding) -> Any:
   """This process's numpy batch -> global `jax.Array`s, batch dimension sharded by `sharding`."""
   return jax.tree.map(
