@@ -10,8 +10,10 @@ the stage-1 sampler (a source/driver pair of a clip and a frame of another speak
 annotations, region masks and the paper configs' augmentation) and the stage-2 sampler (a window
 of head poses with the raw audio) are called in this thread, as a Grain worker calls them, over a
 seeded shuffle of the records, after one warm-up call. The rate per core is examples over this
-process's CPU seconds (`time.process_time`, which other programs sharing the cores do not
-inflate); wall-clock rates are written beside it.
+process's CPU seconds (`time.process_time`, which other programs sharing the cores inflate less
+than wall-clock time), the median of --repeats runs; wall-clock rates are written beside it. The
+script runs on record format 1 and 2 alike, so one checkout's pipeline can be compared with
+another's.
 """
 
 import argparse
@@ -32,20 +34,23 @@ from vasa_jax.data import input_pipeline
 from vasa_jax.data import records
 
 
-def per_core(sample_fn, num_records: int, num_examples: int) -> dict[str, float]:
+def per_core(sample_fn, num_records: int, num_examples: int, repeats: int) -> dict[str, float]:
   """Examples per CPU second (and per wall second) of `sample_fn(record_index, rng)` called in
   this thread over a seeded shuffle of the records, after one warm-up call: the work one core
-  (one Grain worker) does per example."""
+  (one Grain worker) does per example. The median of `repeats` runs of `num_examples` each."""
   rng = np.random.default_rng(0)
   order = np.concatenate([rng.permutation(num_records)
-                          for _ in range(-(-(num_examples + 1) // num_records))])
+                          for _ in range(-(-(repeats * num_examples + 1) // num_records))])
   sample_fn(int(order[0]), rng)  # warm-up: file opening
-  wall, cpu = time.perf_counter(), time.process_time()
-  for record_index in order[1:num_examples + 1]:
-    sample_fn(int(record_index), rng)
-  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-  return {"per_cpu_second": round(num_examples / cpu, 2),
-          "per_second": round(num_examples / wall, 2)}
+  per_cpu_second, per_second = [], []
+  for repeat in range(repeats):
+    wall, cpu = time.perf_counter(), time.process_time()
+    for record_index in order[1 + repeat * num_examples:1 + (repeat + 1) * num_examples]:
+      sample_fn(int(record_index), rng)
+    per_cpu_second.append(num_examples / (time.process_time() - cpu))
+    per_second.append(num_examples / (time.perf_counter() - wall))
+  return {"per_cpu_second": round(float(np.median(per_cpu_second)), 2),
+          "per_second": round(float(np.median(per_second)), 2)}
 
 
 def commit() -> str:
@@ -61,8 +66,11 @@ def main():
   parser.add_argument("--data_dirs", required=True, help="Comma-separated prepared directories.")
   parser.add_argument("--split", default="train")
   parser.add_argument("--num_examples", type=int, default=60)
+  parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--window", type=int, default=25)
   parser.add_argument("--output", default="bench_input_pipeline.json")
+  parser.add_argument("--code", default="",
+                      help="What code is measured (default: this checkout's git commit).")
   args = parser.parse_args()
 
   # The paper configs' augmentation (flip, colour, zoom and shift).
@@ -76,10 +84,10 @@ def main():
     index = input_pipeline.ClipIndex.load(data_dir, args.split)
     reader = input_pipeline._RecordReader(index)  # pylint: disable=protected-access
     stage1 = per_core(input_pipeline.Stage1Sampler(reader, image_size, augmentation),
-                      len(clips), args.num_examples)
+                      len(clips), args.num_examples, args.repeats)
     stage2 = per_core(input_pipeline.Stage2Sampler(
         reader, args.window, 5, ("annotations/head_pose",), with_audio=True),
-        len(clips), args.num_examples)
+        len(clips), args.num_examples, args.repeats)
     results.append({
         "data_dir": data_dir, "data_settings": {  # the preparation flags (scalars)
             key: value for key, value in manifest.get("settings", {}).items()
@@ -94,8 +102,8 @@ def main():
     print(f"{image_size}px: stage 1 {stage1['per_cpu_second']:8.1f} examples per CPU second "
           f"({stage1['per_second']:.1f}/s wall)   stage 2 {stage2['per_cpu_second']:8.1f} windows "
           f"per CPU second ({stage2['per_second']:.1f}/s wall)", flush=True)
-  report = {"commit": commit(), "record_format_version": records.RECORD_FORMAT_VERSION,
-            "num_examples": args.num_examples,
+  report = {"code": args.code or commit(), "record_format_version": records.RECORD_FORMAT_VERSION,
+            "num_examples": args.num_examples, "repeats": args.repeats,
             "augmentation": dataclasses.asdict(augmentation),
             "machine": f"{platform.machine()} {os.cpu_count()} cores {platform.processor()}",
             "results": results}

@@ -36,7 +36,7 @@ def _write_split(path, split, clip_records, clips_per_shard):
   names = [records.shard_name(split, shard, num_shards) for shard in range(num_shards)]
   for shard, name in enumerate(names):
     chunk = clip_records[shard * clips_per_shard:(shard + 1) * clips_per_shard]
-    records.write_shard(os.path.join(path, name), [records.encode_record(r) for r in chunk])
+    records.write_shard(os.path.join(path, name), [e for r in chunk for e in records.encode_clip(r)])
   return {"shards": names, "clips": [
       {"clip_id": r["clip_id"], "speaker_id": r["speaker_id"], "num_frames": len(r["frames"])}
       for r in clip_records]}

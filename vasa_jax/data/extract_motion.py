@@ -249,18 +249,23 @@ class ExtractSummary:
 
 
 def shard_tasks(data_dir: str, manifest: Mapping[str, Any]) -> list[ShardTask]:
-  """Every shard of every split, with the manifest's clips cut by each shard's record count."""
+  """Every shard of every split, with the manifest's clips cut by each shard's entry count."""
   tasks = []
   for split, contents in manifest["splits"].items():
     clips = contents["clips"]
     offset = 0
     for path in records.split_shard_paths(data_dir, manifest, split):
-      count = len(grain.sources.ArrayRecordDataSource([path]))
-      tasks.append(ShardTask(split, os.path.basename(path), tuple(clips[offset:offset + count])))
-      offset += count
+      num_entries, first = len(grain.sources.ArrayRecordDataSource([path])), offset
+      while num_entries > 0 and offset < len(clips):
+        num_entries -= records.num_clip_entries(clips[offset]["num_frames"])
+        offset += 1
+      if num_entries:
+        raise ExtractionError(f"{path}: its entries do not add up to the clips the manifest "
+                              "lists for it (stale directory?)")
+      tasks.append(ShardTask(split, os.path.basename(path), tuple(clips[first:offset])))
     if offset != len(clips):
-      raise ExtractionError(f"split {split!r} of {data_dir!r}: the shards hold {offset} records "
-                            f"but the manifest lists {len(clips)} clips (stale directory?)")
+      raise ExtractionError(f"split {split!r} of {data_dir!r}: the shards hold {offset} clips "
+                            f"but the manifest lists {len(clips)} (stale directory?)")
   return tasks
 
 
@@ -292,8 +297,9 @@ def _motion_records(input_path: str, task: ShardTask, encoder: MotionEncoder,
                     progress: tqdm.tqdm) -> Iterator[bytes]:
   """Encoded motion records of one input shard, in its order."""
   source = grain.sources.ArrayRecordDataSource([input_path])
-  for index, entry in enumerate(task.clips):
-    clip = records.decode_record(source[index])
+  first_entries = records.clip_entry_offsets([entry["num_frames"] for entry in task.clips])
+  for index, (entry, first_entry) in enumerate(zip(task.clips, first_entries)):
+    clip = records.read_clip(source, int(first_entry))
     if clip["clip_id"] != entry["clip_id"] or float(clip["fps"]) != featurizer.fps:
       raise ExtractionError(
           f"{input_path} record {index} is clip {clip['clip_id']} at {clip['fps']} fps; the "
@@ -382,7 +388,8 @@ def extract(latent_checkpoint: str, shards_dir: str, output_dir: str,
                                      "num_inputs", "skipped", "skipped_examples")
       if key in manifest}
   output_manifest.update(
-      record_kind=motion_records.RECORD_KIND, motion=motion_entry, audio=audio_entry,
+      record_kind=motion_records.RECORD_KIND, format_version=motion_records.MOTION_FORMAT_VERSION,
+      motion=motion_entry, audio=audio_entry,
       settings={"clip_data_dir": os.path.abspath(shards_dir),
                 "clip_settings": manifest.get("settings", {}), **content_settings})
   return ExtractSummary(

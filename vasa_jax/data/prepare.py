@@ -455,7 +455,7 @@ def process_shard(task: ShardTask, config: PrepareConfig, tracker: face_tracker.
       if reason is None:
         kept.append(dict(clip_id=clip.clip_id, speaker_id=clip.speaker_id,
                          num_frames=len(record["frames"])))
-        yield records.encode_record(record)
+        yield from records.encode_clip(record)
       else:
         skipped[reason] = skipped.get(reason, 0) + 1
         examples = skipped_examples.setdefault(reason, [])
