@@ -29,6 +29,8 @@ setuptools.setup(
         "tensorboard>=2.20,<2.22",
         "av>=14,<20",
         "pillow>=10,<14",
+        # JPEG decoding, warps and colour matrices of the stage-1 input pipeline.
+        "opencv-python-headless>=4.11,<5",
         "scipy>=1.11,<2",
         "tqdm>=4.66,<5",
         "absl-py>=2.0,<3",

@@ -467,7 +467,8 @@ def make_evaluate(networks: Networks, config):
   eval_batch = next(input_pipeline.stage1_iterator(
       config.data_dir, config.data.eval_split, batch_size=config.data.eval_batch_size,
       image_size=config.image_size, seed=config.seed, shuffle=False, process_index=0,
-      process_count=1))
+      process_count=1, cross_identity_split=input_pipeline.cross_identity_split(
+          config.data_dir, config.data.eval_split, config.data.train_split)))
   images = {name: to_model_range(jnp.asarray(eval_batch[f"{name}_image"]))
             for name in ("source", "driver", "cross_identity")}
   mean_colour = jnp.broadcast_to(jnp.mean(images["source"], axis=(1, 2), keepdims=True),
