@@ -9,6 +9,8 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["vasa_jax", "vasa_jax.*"]),
+    # The demo's photo and sentence (sources and licences in vasa_jax/assets/README.md).
+    package_data={"vasa_jax": ["assets/*.jpg", "assets/*.wav", "assets/*.md"]},
     python_requires=">=3.11",
     # Ranges checked to install together on Python 3.11 (numpy 2, protobuf 7).
     install_requires=[

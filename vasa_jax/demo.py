@@ -177,12 +177,13 @@ def run(args: argparse.Namespace) -> int:
   with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1)
   generated, real_clips = summary["pixels"]["generated"], summary["pixels"]["real_clips"]
+  def correlation(scores: dict, key: str) -> str:
+    return f"{scores[key]:.2f}" if key in scores else "n/a (no face found)"
   print(f"held-out reconstruction PSNR {report['heldout_reconstruction']['psnr_db']:.2f} dB; "
-        f"lip sync on the "
-        f"pixels (mouth vs speech envelope): generated "
-        f"{generated.get('mouth_envelope_correlation', float('nan')):.2f}, shuffled audio "
-        f"{generated.get('shuffled_audio_correlation', float('nan')):.2f}, real clips "
-        f"{real_clips.get('mouth_envelope_correlation', float('nan')):.2f}; face found in "
+        f"lip sync on the pixels (mouth vs speech envelope): generated "
+        f"{correlation(generated, 'mouth_envelope_correlation')}, shuffled audio "
+        f"{correlation(generated, 'shuffled_audio_correlation')}, real clips "
+        f"{correlation(real_clips, 'mouth_envelope_correlation')}; face found in "
         f"{100 * generated.get('face_found_rate', 0):.0f}% of generated frames")
   print(f"gaze error (degrees): {report['motion']['gaze_error_degrees']}")
   for name, path in outputs.items():

@@ -123,12 +123,14 @@ def shuffled_control(tracks: Sequence[MouthTrack], waveforms: Sequence[np.ndarra
 
 
 def summarise(per_clip: Sequence[dict[str, float]], control: Sequence[float]) -> dict[str, float]:
-  """Means over clips (NaN correlations left out, and counted)."""
+  """Means over clips of the finite values, with `<key>_clips` counting them; a measure with no
+  finite value (no face found in any clip) is left out, its count 0."""
   summary = {}
   for key in ("face_found_rate", "mouth_envelope_correlation", "mouth_truth_correlation"):
     values = np.array([clip[key] for clip in per_clip if key in clip], np.float64)
     if len(values):
-      summary[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+      if np.isfinite(values).any():
+        summary[key] = float(np.nanmean(values))
       summary[key + "_clips"] = int(np.isfinite(values).sum())
   values = np.asarray(control, np.float64)
   if len(values) and np.isfinite(values).any():
