@@ -93,13 +93,30 @@ def test_cli_writes_video_with_audio(workdirs, photo, speech, tmp_path):
   _check_video(output, speech[1])
 
 
-def test_stream_gives_the_same_frame_count(workdirs, photo, speech, tmp_path, capsys):
+@pytest.fixture
+def written_batches(monkeypatch):
+  """The number of frames of each `media.VideoWriter.write` call, in order."""
+  sizes = []
+  write = media.VideoWriter.write
+
+  def recording_write(self, frames):
+    sizes.append(len(frames))
+    return write(self, frames)
+
+  monkeypatch.setattr(media.VideoWriter, "write", recording_write)
+  return sizes
+
+
+def test_stream_gives_the_same_frame_count(workdirs, photo, speech, tmp_path, capsys,
+                                           written_batches):
   output = str(tmp_path / "streamed.mp4")
   assert sample.main(_flags(workdirs, photo, speech[0], output, "--stream",
                             "--chunk_frames=10")) == 0
   printed = capsys.readouterr().out
   assert "first-frame latency:" in printed and "sustained:" in printed
   _check_video(output, speech[1])
+  # Written as made, decoder batch by decoder batch (8 frames at most), never all at once.
+  assert sum(written_batches) == 34 and max(written_batches) <= 8, written_batches
 
 
 def test_streaming_features_equal_offline_features(workdirs):
@@ -235,8 +252,10 @@ def _saved_motion(workdirs, photo, speech, tmp_path, name, *flags):
     return saved["z_pose"], saved["z_dyn"], json.loads(str(saved["controls"]))
 
 
-def test_head_motion_scales_the_pose_deviation_from_the_photo(workdirs, photo, speech, tmp_path):
+def test_head_motion_scales_the_pose_deviation_from_the_photo(workdirs, photo, speech, tmp_path,
+                                                              written_batches):
   generated, dyn, controls = _saved_motion(workdirs, photo, speech, tmp_path, "generated")
+  assert written_batches == [8, 8, 8, 8, 2]  # offline too: written decoder batch by batch
   assert generated.shape == (34, 7) and dyn.shape == (34, 16)
   assert controls["head_motion"] == 1.0 and controls["seed"] == 5 and controls["num_steps"] == 4
   assert generated.std(axis=0).max() > 1e-3  # the generated head moves
