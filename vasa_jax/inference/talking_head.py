@@ -336,7 +336,8 @@ def save_motion(path: str, motion: np.ndarray, fps: float, controls: dict[str, A
     with open(path, "wb") as file:
       np.savez(file, z_pose=motion[:, :motion_records.POSE_DIM],
                z_dyn=motion[:, motion_records.POSE_DIM:], fps=np.float32(fps),
-               controls=np.array(json.dumps(controls, sort_keys=True)))
+               controls=np.array(json.dumps(controls, sort_keys=True,
+                                            default=lambda value: np.asarray(value).tolist())))
   except OSError as error:
     raise SampleError(f"cannot write {path!r}: {error}") from error
 
