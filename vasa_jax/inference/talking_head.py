@@ -303,15 +303,15 @@ def read_speech(path: str) -> np.ndarray:
   return waveform
 
 
-def track_driving_video(path: str, fps: float, max_frames: Optional[int] = None) -> np.ndarray:
+def track_driving_video(path: str, fps: float) -> np.ndarray:
   """The face crops uint8 [T, 512, 512, 3] of a driving video (`--pose_from`), frames sampled at
-  `fps` (the first `max_frames` of them, if given) and tracked as data preparation tracks clips
-  (without its size and sharpness checks); errors for a missing or unreadable video and for no
-  face or several."""
+  `fps` and tracked as data preparation tracks clips (the whole video: its crop smoothing sees
+  every frame; without the size and sharpness checks); errors for a missing or unreadable video
+  and for no face or several."""
   if not os.path.isfile(path):
     raise SampleError(f"driving video {path!r} does not exist")
   try:
-    video = media.read_video(path, fps, None if max_frames is None else max_frames / fps)
+    video = media.read_video(path, fps)
   except media.MediaError as error:
     raise SampleError(f"cannot read driving video {path!r}: {error}") from error
   if not len(video.frames):
@@ -371,7 +371,7 @@ def render_video(head: TalkingHead, face: np.ndarray, waveform: np.ndarray, outp
                       f"{audio_lib.SAMPLE_RATE} Hz)")
   driving_pose = None
   if pose_from is not None:
-    driving_pose = head.encode_motion(track_driving_video(pose_from, head.fps, num_frames))[
+    driving_pose = head.encode_motion(track_driving_video(pose_from, head.fps))[
         :, :motion_records.POSE_DIM]  # [T_d, 7]
   if head_motion != 1.0 or driving_pose is not None:
     reference_pose = head.encode_motion(face[None])[0, :motion_records.POSE_DIM]  # [7]
