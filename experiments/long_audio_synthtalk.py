@@ -19,7 +19,8 @@ models, SynthTalk set and motion shards; `vasa_jax.pipeline.paths`).
 4. Memory: the peak of Python-tracked allocations (`tracemalloc`: numpy arrays included, device
    buffers not) while `talking_head.render_video` writes the mp4 of the first --window_seconds and
    of the whole speech; flat memory keeps the two peaks close.
-Writes the JSON report to --output (default: long_audio_synthtalk.json in the workdir).
+Writes the JSON report to --output (default: long_audio_synthtalk.json in the workdir), the two
+mp4s beside it.
 """
 
 from __future__ import annotations
@@ -117,18 +118,20 @@ def main(argv=None) -> dict:
   # The speaker's face: the first frame of one of its held-out SynthTalk clips.
   clip = next(clip for clip in test_clips if clip["speaker_id"] == speaker_id)
   face = synthtalk_check.heldout_frames(where["synthtalk"], {clip["clip_id"]})[clip["clip_id"]][0]
+  output = args.output or os.path.join(args.workdir, "long_audio_synthtalk.json")
+  output_dir = os.path.dirname(os.path.abspath(output))  # the two mp4s go beside the JSON
+  os.makedirs(output_dir, exist_ok=True)
   memory = {}
   for name, samples in (("first_window", round(args.window_seconds * records.AUDIO_SAMPLE_RATE)),
                         ("whole", len(waveform))):
     peak_mb, seconds = peak_render_memory(head, face, waveform[:samples],
-                                          os.path.join(args.workdir, f"long_audio_{name}.mp4"),
+                                          os.path.join(output_dir, f"long_audio_{name}.mp4"),
                                           args.seed)
     memory[name] = {"audio_seconds": samples / records.AUDIO_SAMPLE_RATE,
                     "peak_traced_mb": peak_mb, "render_seconds": seconds}
   memory["whole_over_first_window"] = (memory["whole"]["peak_traced_mb"]
                                        / memory["first_window"]["peak_traced_mb"])
   report["memory"] = memory
-  output = args.output or os.path.join(args.workdir, "long_audio_synthtalk.json")
   with open(output, "w", encoding="utf-8") as f:
     json.dump(report, f, indent=1)
   print(json.dumps(report, indent=1))
