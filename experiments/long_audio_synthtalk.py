@@ -8,7 +8,7 @@ memory stay flat with the length?
 models, SynthTalk set and motion shards; `vasa_jax.pipeline.paths`).
 
 1. A held-out speaker (the first speaker of the motion data's test split) says --seconds of
-   speech, made as SynthTalk makes its clips' audio (`dataset.clip_audio`).
+   speech: 6-s pieces made as SynthTalk makes its clips' audio (`dataset.clip_audio`), joined.
 2. The stage-2 sampler generates its motion offline (gaze and distance dropped, --seed).
 3. Over the first and the last --window_seconds: the head pose variance (the variance over frames
    of each z_pose value, summed), and the mouth opening read from the motion by the stage-2
@@ -43,6 +43,8 @@ from vasa_jax.data.synthtalk import dataset
 from vasa_jax.evaluators import lip_sync
 from vasa_jax.evaluators import synthtalk_check
 from vasa_jax.inference import talking_head
+
+SEGMENT_SECONDS = 6.0  # the speech is made of pieces this long (SynthTalk clips are 3-6 s)
 
 
 def window_statistics(motion: np.ndarray, mouth: np.ndarray, envelope: np.ndarray) -> dict:
@@ -97,10 +99,14 @@ def main(argv=None) -> dict:
 
   speaker_id = sorted({clip["speaker_id"] for clip in test_clips})[0]  # "synthNNNNN"
   speaker = dataset.make_speaker(args.seed, int(speaker_id[len("synth"):]))
-  audio, _ = dataset.clip_audio(np.random.default_rng([args.seed, 60]), speaker,
-                                round(args.seconds * records.AUDIO_SAMPLE_RATE),
-                                dataset.espeak_available())
-  waveform = np.asarray(audio, np.float32) / 32768.0
+  # One clip_audio call fills only its first sentences' worth (about 12 s here) and leaves the rest
+  # silent: the speech is made of SEGMENT_SECONDS pieces, each a SynthTalk clip's audio.
+  segment = round(SEGMENT_SECONDS * records.AUDIO_SAMPLE_RATE)
+  pieces = [dataset.clip_audio(np.random.default_rng([args.seed, 60, index]), speaker, segment,
+                               dataset.espeak_available())[0]
+            for index in range(-(-round(args.seconds * records.AUDIO_SAMPLE_RATE) // segment))]
+  waveform = np.concatenate(pieces)[:round(args.seconds * records.AUDIO_SAMPLE_RATE)]
+  waveform = waveform.astype(np.float32) / 32768.0
   num_frames = round(args.seconds * head.fps)
   features = synthtalk_check.fit_to_length(head.featurizer(waveform), num_frames)
   start = time.perf_counter()
