@@ -9,7 +9,8 @@ models (no pretrained weights exist here; run time and FLOPs do not depend on th
 values): the MotionDiT of configs/motion.py (paper: W=100, K=10, 8 layers x 512), the
 FaceAutoencoder decoder of configs/latent.py (512: 512 x 512 frames) and a Wav2Vec2-base-sized
 feature extractor (transformers.Wav2Vec2Config defaults). --tiny uses the tiny variants and a
-tiny Wav2Vec2 instead (for tests).
+tiny Wav2Vec2 instead (for tests). --repeats=0 compiles every function for its cost analysis and
+the roofline but runs none (no timings, no CPU frame rates).
 
 Measured (median of --repeats calls after --warmup untimed calls; compilation timed apart):
   1. the sampler's compiled window function (`MotionSampler`: one guided window of W frames, a
@@ -23,8 +24,12 @@ Derived: offline frames/s (motion + decode + features per frame); streaming with
 --chunk_frames (default 10 frames = 0.4 s at 25 fps): first-frame latency (features of the first
 chunk + one window call + decoding one frame) and sustained frames/s (each chunk costs one full
 window call, one feature call and decoding its frames in batches of the largest batch size).
-FLOPs come from XLA's cost analysis of the compiled functions; the frame rate they imply on an
-RTX 4090 (165 dense bf16 TFLOP/s at 40% utilisation) is an ESTIMATE, not a measurement.
+FLOPs and bytes accessed come from XLA's cost analysis of the compiled functions. The GPU
+projection is a ROOFLINE per compiled function (`roofline`): its time per frame is at least
+max(FLOPs / peak FLOP/s, bytes / peak memory bandwidth) on the H100 (SXM5) and the RTX 4090
+(`GPUS`: the vendors' published peaks, sources there), the frame rate at most one over the sum of
+the three functions' times; the report says which function, and which roof (compute or memory),
+bounds it. It is a ceiling computed from this machine's compiled programs, not a measurement.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -54,9 +59,21 @@ from vasa_jax.models import audio as audio_lib
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.models import motion_dit
 
-# RTX 4090 dense bf16 tensor throughput and the fraction of it a real pipeline is assumed to reach.
-RTX4090_PEAK_FLOPS = 165e12
-RTX4090_UTILISATION = 0.4
+# Published peaks of the GPUs the projection is made for: dense (no sparsity) BF16 tensor-core
+# FLOP/s with FP32 accumulation, FP32 FLOP/s on the CUDA cores (for reference) and DRAM bandwidth.
+GPUS = {
+    "H100 SXM5": {
+        "bf16_tensor_flops": 989.4e12, "fp32_flops": 66.9e12, "memory_bytes_per_s": 3.35e12,
+        "source": "NVIDIA H100 Tensor Core GPU datasheet (H100 SXM: BF16 Tensor Core 1,979 "
+                  "TFLOPS with sparsity, i.e. 989.4 dense; FP32 67 TFLOPS; HBM3 3.35 TB/s)"},
+    "RTX 4090": {
+        "bf16_tensor_flops": 165.2e12, "fp32_flops": 82.6e12, "memory_bytes_per_s": 1.008e12,
+        "source": "NVIDIA Ada Lovelace GPU architecture whitepaper, appendix A (GeForce RTX "
+                  "4090: peak BF16 Tensor TFLOPS with FP32 accumulate 165.2 dense, 330.3 sparse; "
+                  "FP32 82.6 TFLOPS; 1,008 GB/s GDDR6X)"},
+}
+# The three compiled functions of a frame, as the roofline names them.
+ROOFLINE_FUNCTIONS = ("motion window", "decoder", "Wav2Vec2")
 # A tiny Wav2Vec2 for --tiny: base's seven conv layers (one frame per 320 samples) made narrow.
 TINY_WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                      intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
@@ -66,13 +83,15 @@ TINY_WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
 # ----------------------------------------------------------------------------------------------
 # Measuring one function.
 # ----------------------------------------------------------------------------------------------
-def xla_flops(compiled: Any) -> float:
-  """FLOPs of a compiled function from XLA's cost analysis (a dict, or a list of dicts in some
-  jax versions). A loop body (lax.scan / while) is counted ONCE, not once per iteration."""
+def xla_cost(compiled: Any) -> dict[str, float]:
+  """{"flops", "bytes"} of a compiled function from XLA's cost analysis (a dict, or a list of
+  dicts in some jax versions): FLOPs, and bytes read and written by its (fused) operations. A
+  loop body (lax.scan / while) is counted ONCE, not once per iteration."""
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
-  return float(analysis.get("flops", 0.0))
+  return {"flops": float(analysis.get("flops", 0.0)),
+          "bytes": float(analysis.get("bytes accessed", 0.0))}
 
 
 def measure(jitted: Callable, args: Sequence[Any], repeats: int, warmup: int,
@@ -80,23 +99,30 @@ def measure(jitted: Callable, args: Sequence[Any], repeats: int, warmup: int,
   """Compiles `jitted` for `args` and its `static_kwargs` (timed), then runs it `warmup` times
   untimed and `repeats` times timed; prints a progress line with `name`.
 
-  Returns compile_s, ms (median wall time of the timed calls) and flops (cost analysis).
+  Returns compile_s, ms (median wall time of the timed calls; None with `repeats` 0: compiled
+  for the cost analysis only, never run), flops and bytes (`xla_cost`).
   """
   lowered = jitted.lower(*args, **(static_kwargs or {}))
   start = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
-  for _ in range(warmup):
-    jax.block_until_ready(compiled(*args))
   times = []
+  for _ in range(warmup if repeats else 0):
+    jax.block_until_ready(compiled(*args))
   for _ in range(repeats):
     start = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     times.append(time.perf_counter() - start)
-  result = {"compile_s": compile_s, "ms": 1000 * statistics.median(times),
-            "flops": xla_flops(compiled)}
-  print(f"  {name}: {result['ms']:.1f} ms per call (compile {compile_s:.1f} s)", flush=True)
+  result = {"compile_s": compile_s, "ms": 1000 * statistics.median(times) if times else None,
+            **xla_cost(compiled)}
+  timed = f"{result['ms']:.1f} ms per call" if times else "not run"
+  print(f"  {name}: {timed} (compile {compile_s:.1f} s)", flush=True)
   return result
+
+
+def ratio(value: Optional[float], divisor: float) -> Optional[float]:
+  """value / divisor, None for a value not measured."""
+  return None if value is None else value / divisor
 
 
 def random_params(abstract_params: Any, seed: int) -> Any:
@@ -124,9 +150,9 @@ def parameter_total(params: Any) -> int:
   return sum(leaf.size for leaf in jax.tree.leaves(params))
 
 
-def compiled_flops(jitted: Callable, args: Sequence[Any]) -> float:
-  """Cost-analysis FLOPs of `jitted` for `args` (compiled, not run)."""
-  return xla_flops(jitted.lower(*args).compile())
+def compiled_cost(jitted: Callable, args: Sequence[Any]) -> dict[str, float]:
+  """`xla_cost` of `jitted` for `args` (compiled, not run)."""
+  return xla_cost(jitted.lower(*args).compile())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,12 +200,13 @@ def bench_motion(config, steps_list: Sequence[int], repeats: int, warmup: int,
         motion_dit.make_denoise_fn(unrolled_model, {"params": params}), *lambdas)
     return denoise_fn(noisy_motion, timestep, conditions, drops)
 
-  flops_per_step = compiled_flops(
+  step_cost = compiled_cost(
       jax.jit(guided_denoise),
       (nn.meta.unbox(motion_dit.abstract_variables(unrolled_model)["params"]), noisy_motion,
        timestep, conditions, drops))
-  results = {"parameters": parameter_total(params),
-             "flops_per_step": flops_per_step, "by_steps": {}}
+  flops_per_step, bytes_per_step = step_cost["flops"], step_cost["bytes"]
+  results = {"parameters": parameter_total(params), "flops_per_step": flops_per_step,
+             "bytes_per_step": bytes_per_step, "by_steps": {}}
   for steps in steps_list:
     sampler = sampler_lib.MotionSampler(config, params, unit_statistics, num_steps=steps)
     # The sampler's own jitted window function: what `sample_window` and `MotionStream.push` call.
@@ -187,11 +214,12 @@ def bench_motion(config, steps_list: Sequence[int], repeats: int, warmup: int,
                      (sampler.params, conditions, drops, noise_rng, *lambdas), repeats, warmup,
                      f"motion window, {steps} steps", static_kwargs={"num_steps": steps})
     results["by_steps"][steps] = {
-        "window_ms": timing["ms"], "per_frame_ms": timing["ms"] / model.window,
+        "window_ms": timing["ms"], "per_frame_ms": ratio(timing["ms"], model.window),
         "compile_s": timing["compile_s"],
         # Cost analysis counts a scan body once (steps, and layers when scanned): the raw figure
         # undercounts, the window's FLOPs are per step x steps.
         "flops_per_window": flops_per_step * steps,
+        "bytes_per_window": bytes_per_step * steps,
         "flops_per_window_xla_raw": timing["flops"]}
   return results
 
@@ -233,8 +261,9 @@ def bench_decoder(config, batch_sizes: Sequence[int], repeats: int, warmup: int,
     timing = measure(jax.jit(decode), (params, volume, z_id, motion), repeats, warmup,
                      f"decode, batch {batch}")
     results["by_batch"][batch] = {
-        "call_ms": timing["ms"], "per_frame_ms": timing["ms"] / batch,
-        "compile_s": timing["compile_s"], "flops_per_frame": timing["flops"] / batch}
+        "call_ms": timing["ms"], "per_frame_ms": ratio(timing["ms"], batch),
+        "compile_s": timing["compile_s"], "flops_per_frame": timing["flops"] / batch,
+        "bytes_per_frame": timing["bytes"] / batch}
   return results
 
 
@@ -262,8 +291,9 @@ def bench_audio(wav2vec2_config: transformers.Wav2Vec2Config, chunk_seconds: flo
   seconds = chunk_samples / audio_lib.SAMPLE_RATE
   return {"parameters": parameter_total(params),
           "chunk_seconds": seconds, "chunk_forward_ms": chunk["ms"],
-          "chunk_compile_s": chunk["compile_s"], "ms_per_second": chunk["ms"] / seconds,
+          "chunk_compile_s": chunk["compile_s"], "ms_per_second": ratio(chunk["ms"], seconds),
           "flops_per_second": chunk["flops"] / seconds,
+          "bytes_per_second": chunk["bytes"] / seconds,
           "stream_segment_seconds": segment_samples / audio_lib.SAMPLE_RATE,
           "stream_segment_forward_ms": segment["ms"]}
 
@@ -274,7 +304,9 @@ def bench_audio(wav2vec2_config: transformers.Wav2Vec2Config, chunk_seconds: flo
 def pipeline_figures(motion: dict, decoder: Optional[dict], audio: Optional[dict], window: int,
                      fps: float, chunk_frames: int) -> dict[int, dict[str, Optional[float]]]:
   """Offline and streaming figures per step count from the component measurements (decode and
-  features count as zero when skipped; the report's notes say so)."""
+  features count as zero when skipped; the report's notes say so); {} when nothing was timed."""
+  if any(timing["window_ms"] is None for timing in motion["by_steps"].values()):
+    return {}
   decode_batch_1 = decode_large = {"call_ms": 0.0, "per_frame_ms": 0.0, "flops_per_frame": 0.0}
   if decoder:
     batches = decoder["by_batch"]
@@ -294,9 +326,57 @@ def pipeline_figures(motion: dict, decoder: Optional[dict], audio: Optional[dict
         "first_frame_latency_ms": feature_call_ms + timing["window_ms"]
                                   + decode_batch_1["call_ms"],
         "streaming_fps": 1000 * chunk_frames / chunk_ms,
-        "flops_per_frame": flops_per_frame,
-        "rtx4090_estimated_fps": RTX4090_PEAK_FLOPS * RTX4090_UTILISATION / flops_per_frame}
+        "flops_per_frame": flops_per_frame}
   return figures
+
+
+def roofline_time(flops: float, num_bytes: float, gpu: Mapping[str, Any]) -> dict[str, Any]:
+  """The roofline of one function's work on `gpu`: its time is at least the larger of
+  FLOPs / peak FLOP/s (compute roof) and bytes / memory bandwidth (memory roof)."""
+  compute_s = flops / gpu["bf16_tensor_flops"]
+  memory_s = num_bytes / gpu["memory_bytes_per_s"]
+  return {"compute_ms": 1000 * compute_s, "memory_ms": 1000 * memory_s,
+          "ms": 1000 * max(compute_s, memory_s),
+          "bound_by": "compute" if compute_s >= memory_s else "memory",
+          "flops_per_byte": flops / num_bytes if num_bytes else float("inf")}
+
+
+def roofline(motion: dict, decoder: Optional[dict], audio: Optional[dict], window: int,
+             fps: float, bytes_scale: float = 1.0) -> dict[str, dict[int, dict[str, Any]]]:
+  """{GPU: {steps: per-function rooflines per frame, the frame-time floor, the frame-rate
+  ceiling, and the function that bounds it}}.
+
+  Per frame: the motion window's FLOPs and bytes / W; the decoder's at its largest batch (the
+  throughput setting; its weights are read once per batch); Wav2Vec2's per second of audio /
+  fps. bytes_scale multiplies every byte count (0.5: activations and weights moved as bf16
+  instead of the float32 these programs were compiled with). A skipped function is left out.
+  """
+  per_frame = {}
+  if decoder:
+    batches = decoder["by_batch"]
+    largest = batches[max(batches)]
+    per_frame["decoder"] = (largest["flops_per_frame"], largest["bytes_per_frame"])
+  if audio:
+    per_frame["Wav2Vec2"] = (audio["flops_per_second"] / fps, audio["bytes_per_second"] / fps)
+  result = {}
+  for name, gpu in GPUS.items():
+    result[name] = {}
+    for steps, timing in motion["by_steps"].items():
+      work = {"motion window": (timing["flops_per_window"] / window,
+                                timing["bytes_per_window"] / window), **per_frame}
+      functions = {function: roofline_time(flops, bytes_scale * num_bytes, gpu)
+                   for function, (flops, num_bytes) in work.items()}
+      frame_ms = sum(function["ms"] for function in functions.values())
+      bounding = max(functions, key=lambda function: functions[function]["ms"])
+      result[name][steps] = {
+          "functions": functions, "frame_ms": frame_ms, "fps_ceiling": 1000 / frame_ms,
+          "bounded_by": bounding, "bounded_by_roof": functions[bounding]["bound_by"],
+          "bounding_share": functions[bounding]["ms"] / frame_ms}
+  return result
+
+
+def _ms(value: Optional[float], decimals: int) -> str:
+  return "-" if value is None else f"{value:.{decimals}f}"
 
 
 def markdown_tables(report: dict) -> str:
@@ -306,31 +386,44 @@ def markdown_tables(report: dict) -> str:
   window = report["shapes"]["window"]
   for steps, timing in report["motion"]["by_steps"].items():
     lines.append(f"| motion window W={window}, {steps} steps (guided 3B batch) | "
-                 f"{timing['window_ms']:.1f} | {timing['per_frame_ms']:.2f} | "
+                 f"{_ms(timing['window_ms'], 1)} | {_ms(timing['per_frame_ms'], 2)} | "
                  f"{timing['compile_s']:.1f} | {timing['flops_per_window'] / window / 1e9:.2f} |")
   if report["decoder"]:
     size = report["decoder"]["image_size"]
     for batch, timing in report["decoder"]["by_batch"].items():
-      lines.append(f"| decode {size}x{size}, batch {batch} | {timing['call_ms']:.1f} | "
-                   f"{timing['per_frame_ms']:.2f} | {timing['compile_s']:.1f} | "
+      lines.append(f"| decode {size}x{size}, batch {batch} | {_ms(timing['call_ms'], 1)} | "
+                   f"{_ms(timing['per_frame_ms'], 2)} | {timing['compile_s']:.1f} | "
                    f"{timing['flops_per_frame'] / 1e9:.2f} |")
   if report["audio"]:
     audio, fps = report["audio"], report["shapes"]["fps"]
     lines.append(f"| {report['configs']['audio'].split(':')[0]}, {audio['chunk_seconds']:g} s "
-                 f"chunk | {audio['chunk_forward_ms']:.1f} | "
-                 f"{audio['ms_per_second'] / fps:.2f} | {audio['chunk_compile_s']:.1f} | "
+                 f"chunk | {_ms(audio['chunk_forward_ms'], 1)} | "
+                 f"{_ms(ratio(audio['ms_per_second'], fps), 2)} | "
+                 f"{audio['chunk_compile_s']:.1f} | "
                  f"{audio['flops_per_second'] / fps / 1e9:.2f} |")
     lines.append(f"| same, unpadded {audio['stream_segment_seconds']:g} s stream segment | "
-                 f"{audio['stream_segment_forward_ms']:.1f} | | | |")
+                 f"{_ms(audio['stream_segment_forward_ms'], 1)} | | | |")
   chunk_frames = report["shapes"]["chunk_frames"]
   lines += ["", f"| steps | offline FPS | stream first-frame latency (ms) | stream FPS (chunk "
             f"{chunk_frames} frames = {chunk_frames / report['shapes']['fps']:g} s) | "
-            f"GFLOP per frame | RTX 4090 FPS (estimate) |", "|---:|---:|---:|---:|---:|---:|"]
+            f"GFLOP per frame |", "|---:|---:|---:|---:|---:|"]
   for steps, figures in report["pipeline"].items():
     lines.append(f"| {steps} | {figures['offline_fps']:.2f} | "
                  f"{figures['first_frame_latency_ms']:.1f} | {figures['streaming_fps']:.2f} | "
-                 f"{figures['flops_per_frame'] / 1e9:.2f} | "
-                 f"{figures['rtx4090_estimated_fps']:.0f} |")
+                 f"{figures['flops_per_frame'] / 1e9:.2f} |")
+  lines += ["", "| GPU (roofline) | steps | bytes as | " + " | ".join(
+      f"{function} ms/frame (roof)" for function in ROOFLINE_FUNCTIONS)
+            + " | FPS ceiling | bounded by |", "|---|---:|---|" + "---:|" * 4 + "---|"]
+  for precision, key in (("float32", "roofline"), ("bf16", "roofline_bf16_bytes")):
+    for gpu, by_steps in report[key].items():
+      for steps, entry in by_steps.items():
+        cells = []
+        for function in ROOFLINE_FUNCTIONS:
+          timing = entry["functions"].get(function)
+          cells.append("-" if timing is None else f"{timing['ms']:.3f} ({timing['bound_by']})")
+        lines.append(f"| {gpu} | {steps} | {precision} | " + " | ".join(cells) +
+                     f" | {entry['fps_ceiling']:.0f} | {entry['bounded_by']} "
+                     f"({entry['bounded_by_roof']}, {entry['bounding_share']:.0%}) |")
   return "\n".join(lines)
 
 
@@ -345,7 +438,9 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--output", default="bench_realtime.json", help="JSON report to write")
-  parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="timed calls per measurement (0: compile for the cost analysis and "
+                           "the roofline only, run nothing)")
   parser.add_argument("--warmup", type=int, default=1,
                       help="untimed calls before the timed ones (0 saves time on a CPU)")
   parser.add_argument("--steps", type=_ints, default=[50, 10], help="denoising step counts")
@@ -368,8 +463,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   motion_config = motion_config_lib.get_config(motion_variant)
   latent_config = latent_config_lib.get_config(latent_variant)
   window, fps = motion_config.model.window, motion_config.fps
-  if args.repeats < 1 or args.warmup < 0 or not args.steps or not args.decode_batches:
-    raise SystemExit("--repeats, --steps and --decode_batches need at least one value, "
+  if args.repeats < 0 or args.warmup < 0 or not args.steps or not args.decode_batches:
+    raise SystemExit("--steps and --decode_batches need at least one value, --repeats and "
                      "--warmup a count >= 0")
   if not 1 <= args.chunk_frames <= window:
     raise SystemExit(f"--chunk_frames must be in [1, W = {window}], got {args.chunk_frames}")
@@ -393,9 +488,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   notes = [
       "Weights are RANDOMLY INITIALISED (no pretrained weights exist here); run time and FLOPs "
       "do not depend on weight values.",
-      f"Times: median of {args.repeats} timed call(s) after {args.warmup} untimed warm-up "
-      "call(s), compilation excluded (compile_s apart). Offline and streaming figures are "
-      "computed from the component times.",
+      (f"Times: median of {args.repeats} timed call(s) after {args.warmup} untimed warm-up "
+       "call(s), compilation excluded (compile_s apart). Offline and streaming figures are "
+       "computed from the component times." if args.repeats else
+       "--repeats=0: every function was compiled for its cost analysis and none was run; no "
+       "timings and no CPU frame rates (pipeline is empty), compile_s only."),
       "XLA's cost analysis counts a lax.scan body ONCE (checked: the window function's figure is "
       "the same at every step count), so flops_per_window = flops_per_step x steps, with "
       "flops_per_step from one compiled guided denoise call (the batched 3B network call) of the "
@@ -413,10 +510,21 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
       "stream_segment_forward_ms is the forward on the unpadded segment, for comparison. "
       "First-frame latency = that feature call + one window call + decoding one frame at the "
       "smallest batch.",
-      f"RTX 4090 frame rates are ESTIMATES: {RTX4090_PEAK_FLOPS / 1e12:g} dense bf16 TFLOP/s x "
-      f"{RTX4090_UTILISATION:.0%} utilisation / FLOPs per frame (motion at the step count + "
-      "decode of one frame + Wav2Vec2 per frame).",
+      "GPU projection: a ROOFLINE per compiled function, not a measurement (no GPU measured "
+      "here). Per frame, each function's time is at least max(FLOPs / dense bf16 tensor-core "
+      "peak, bytes accessed / DRAM bandwidth) (peaks and their sources in `gpus`); the frame "
+      "rate is at most 1 / the sum over the motion window (/ W), the decoder (largest batch, / "
+      "batch) and Wav2Vec2 (/ fps of audio). FLOPs and bytes are XLA's cost analysis of these "
+      "programs as compiled HERE (CPU, float32): GPU fusion and layouts move different bytes, "
+      "and bf16 halves activation and weight traffic, so `roofline` takes the float32 bytes "
+      "and `roofline_bf16_bytes` half of them. Taking every FLOP at the tensor-core peak is "
+      "optimistic for the non-matmul work (norms, upsampling, warps: CUDA-core FP32 peaks are "
+      "in `gpus`). Real kernels reach a fraction of either roof: these are ceilings, not "
+      "expected frame rates.",
   ]
+  if device.platform != "gpu":
+    notes.append(f"Measured on {device.platform}, not on a GPU: no measured GPU frame rate or "
+                 "latency exists in this report, only the roofline ceilings.")
   if args.skip_decoder or args.skip_audio:
     skipped = [name for name, flag in (("decoder", args.skip_decoder),
                                        ("audio features", args.skip_audio)) if flag]
@@ -434,7 +542,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                  "chunk_frames": args.chunk_frames, "chunk_seconds": args.chunk_frames / fps},
       "motion": motion, "decoder": decoder, "audio": audio,
       "pipeline": pipeline_figures(motion, decoder, audio, window, fps, args.chunk_frames),
-      "rtx4090_estimate": {"peak_flops": RTX4090_PEAK_FLOPS, "utilisation": RTX4090_UTILISATION},
+      "gpus": GPUS,
+      "roofline": roofline(motion, decoder, audio, window, fps),
+      "roofline_bf16_bytes": roofline(motion, decoder, audio, window, fps, bytes_scale=0.5),
       "notes": notes,
   }
   print(markdown_tables(report))

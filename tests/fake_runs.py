@@ -87,6 +87,18 @@ def make_runs(root: str) -> tuple[str, str]:
   return latent_dir, motion_dir
 
 
+def save_posing_latent_run(latent_dir: str, workdir: str) -> str:
+  """A copy of the stage-1 run `latent_dir` whose motion encoder's (zero-initialised) pose head
+  has random weights, so that its z_pose follows the face's pose; returns `workdir`."""
+  config, state, _ = checkpoint.restore_for_inference(latent_dir, "latent")
+  head = state["ema_generator"]["motion_encoder"]["pose_head"]["dense"]
+  kernel = np.asarray(head["kernel"])
+  head["kernel"] = np.random.default_rng(0).normal(
+      0.0, 3.0 / np.sqrt(kernel.shape[0]), kernel.shape).astype(kernel.dtype)
+  save_run(workdir, config, state)
+  return workdir
+
+
 def write_face_photo(path: str, size: int = 256) -> None:
   """Writes a `size` px SynthTalk head the face tracker finds (the first of 20 seeded heads)."""
   tracker = face_tracker.FaceTracker()
@@ -113,3 +125,15 @@ def write_wav(path: str, samples) -> None:
     file.setsampwidth(2)
     file.setframerate(SAMPLE_RATE)
     file.writeframes(np.asarray(samples, np.int16).tobytes())
+
+
+def write_driving_video(path: str, num_frames: int, size: int = 256) -> None:
+  """Writes a SynthTalk head turning from side to side (yaw -20 to 20 degrees and back, some
+  pitch) at 25 fps, `num_frames` frames of `size` px, as an mp4 without audio."""
+  rng = np.random.default_rng(7)
+  identity = synthtalk_render.sample_identity(rng)
+  phase = np.linspace(0.0, 2.0 * np.pi, num_frames)
+  factors = np.stack([synthtalk_render.factors_to_vector(
+      {"yaw": 20.0 * np.sin(value), "pitch": 8.0 * np.cos(value)}) for value in phase])
+  frames, _ = synthtalk_render.render_frames(identity, factors, size)
+  media.write_video(path, frames, FPS)

@@ -4,6 +4,7 @@ One server (`python -m vasa_jax.app` in a subprocess on 127.0.0.1) over untraine
 (tests/fake_runs.py) serves every test; the photo is a SynthTalk head, the speech synthetic.
 """
 
+import json
 import os
 import re
 import socket
@@ -59,7 +60,7 @@ def files(tmp_path_factory):
   root = tmp_path_factory.mktemp("inputs")
   paths = {name: str(root / name) for name in (
       "face.png", "two_faces.png", "gray.png", "speech.wav", "long.wav", "empty.wav",
-      "silent.wav", "garbage.wav", "big.wav")}
+      "silent.wav", "garbage.wav", "big.wav", "driving.mp4", "gray.mp4")}
   fake_runs.write_face_photo(paths["face.png"])
   face = np.asarray(Image.open(paths["face.png"]))
   Image.fromarray(np.concatenate([face, face], axis=1)).save(paths["two_faces.png"])
@@ -72,6 +73,8 @@ def files(tmp_path_factory):
     file.write(os.urandom(4000))
   noise = np.random.default_rng(0).normal(0, 3000, int(MAX_FILE_MB * 1.2 * 2**20) // 2)
   fake_runs.write_wav(paths["big.wav"], noise)  # over the upload cap
+  fake_runs.write_driving_video(paths["driving.mp4"], 40)
+  media.write_video(paths["gray.mp4"], np.full((10, 128, 128, 3), 128, np.uint8), fake_runs.FPS)
   return paths
 
 
@@ -180,7 +183,7 @@ def test_browser_uploads_generates_and_shows_problems(server, files):
 def test_api_video_is_the_sample_cli_video_and_follows_each_control(client, files, workdirs,
                                                                     tmp_path):
   photo, speech = handle_file(files["face.png"]), handle_file(files["speech.wav"])
-  video, summary = client.predict(photo, speech, api_name="/generate", **CONTROLS)
+  video, summary, _ = client.predict(photo, speech, api_name="/generate", **CONTROLS)
   frames = _video_frames(video)
   assert frames.shape == (_speech_frames(SPEECH_SECONDS), fake_runs.IMAGE_SIZE,
                           fake_runs.IMAGE_SIZE, 3)
@@ -204,18 +207,50 @@ def test_api_video_is_the_sample_cli_video_and_follows_each_control(client, file
   assert np.abs(frames - cli_frames).mean() < ENCODER_NOISE
   for change in (dict(seed=4), dict(set_gaze=False), dict(gaze_theta=25.0),
                  dict(set_distance=False), dict(distance=2.0), dict(cfg_audio=2.0),
-                 dict(cfg_gaze=5.0), dict(steps=6)):
-    other, _ = client.predict(photo, speech, api_name="/generate", **{**CONTROLS, **change})
+                 dict(cfg_gaze=5.0), dict(steps=6), dict(head_motion=0.0)):
+    other, _, _ = client.predict(photo, speech, api_name="/generate", **{**CONTROLS, **change})
     assert np.abs(_video_frames(other) - cli_frames).mean() > CONTROL_EFFECT, change
 
 
 def test_api_defaults_and_streaming_path(client, files):
   photo, speech = handle_file(files["face.png"]), handle_file(files["speech.wav"])
-  video, summary = client.predict(photo, speech, api_name="/generate")  # every control left out
+  video, summary, _ = client.predict(photo, speech, api_name="/generate")  # every control out
   assert len(_video_frames(video)) == _speech_frames(SPEECH_SECONDS), summary
-  streamed, summary = client.predict(photo, speech, api_name="/generate", steps=4, stream=True)
+  streamed, summary, _ = client.predict(photo, speech, api_name="/generate", steps=4,
+                                        stream=True)
   assert re.search(r"streaming: first frame \d+ ms after the first audio chunk", summary), summary
   assert len(_video_frames(streamed)) == _speech_frames(SPEECH_SECONDS)
+
+
+def _motion(path):
+  """(z_pose [T, 7], z_dyn [T, D], controls) of a motion npz the app returned."""
+  with np.load(path) as saved:
+    return saved["z_pose"], saved["z_dyn"], json.loads(str(saved["controls"]))
+
+
+def test_api_motion_file_head_motion_and_driving_video(client, files):
+  photo, speech = handle_file(files["face.png"]), handle_file(files["speech.wav"])
+  _, _, motion = client.predict(photo, speech, api_name="/generate", steps=4, seed=2)
+  z_pose, z_dyn, controls = _motion(motion)
+  frames = _speech_frames(SPEECH_SECONDS)
+  assert z_pose.shape == (frames, 7) and z_dyn.shape == (frames, 16)
+  assert controls["head_motion"] == 1.0 and controls["seed"] == 2 and controls["num_steps"] == 4
+  assert z_pose.std(axis=0).max() > 1e-3  # the generated head moves
+  # A still head: one pose throughout (the photo's), the same facial dynamics.
+  _, _, still = client.predict(photo, speech, api_name="/generate", steps=4, seed=2,
+                               head_motion=0.0)
+  still_pose, still_dyn, controls = _motion(still)
+  assert controls["head_motion"] == 0.0
+  np.testing.assert_array_equal(still_pose, np.broadcast_to(still_pose[:1], still_pose.shape))
+  np.testing.assert_array_equal(still_dyn, z_dyn)
+  # The driving video's pose: this untrained encoder's pose head is zero-initialised, so the
+  # video's z_pose is 0 in every frame (tests/test_sample_cli.py checks a moving one).
+  _, _, driven = client.predict(photo, speech, api_name="/generate", steps=4, seed=2,
+                                pose_from=handle_file(files["driving.mp4"]))
+  driven_pose, driven_dyn, controls = _motion(driven)
+  assert controls["pose_from"] == "driving.mp4"
+  np.testing.assert_array_equal(driven_pose, np.zeros_like(driven_pose))
+  np.testing.assert_array_equal(driven_dyn, z_dyn)
 
 
 def test_api_crop_is_the_face_crop_at_the_model_size(client, files):
@@ -225,27 +260,34 @@ def test_api_crop_is_the_face_crop_at_the_model_size(client, files):
   np.testing.assert_array_equal(crop[..., :3], np.asarray(expected))
 
 
-@pytest.mark.parametrize("photo,speech,message", [
-    ("gray.png", "speech.wav", "^no face found in the photo$"),
-    ("two_faces.png", "speech.wav", "^several faces found in the photo"),
-    (None, "speech.wav", "^upload a photo with one face first$"),
-    ("face.png", None, "^upload or record speech first$"),
-    ("face.png", "empty.wav", "^audio 'empty.wav' is empty"),
-    ("face.png", "silent.wav", "^audio 'silent.wav' is silent"),
-    ("face.png", "garbage.wav", "^cannot read audio 'garbage.wav'"),
+@pytest.mark.parametrize("photo,speech,message,controls", [
+    ("gray.png", "speech.wav", "^no face found in the photo$", None),
+    ("two_faces.png", "speech.wav", "^several faces found in the photo", None),
+    (None, "speech.wav", "^upload a photo with one face first$", None),
+    ("face.png", None, "^upload or record speech first$", None),
+    ("face.png", "empty.wav", "^audio 'empty.wav' is empty", None),
+    ("face.png", "silent.wav", "^audio 'silent.wav' is silent", None),
+    ("face.png", "garbage.wav", "^cannot read audio 'garbage.wav'", None),
     ("face.png", "long.wav", f"^the speech is 2.5 s long; this server takes at most "
-                             f"{MAX_AUDIO_SECONDS:g} s"),
+                             f"{MAX_AUDIO_SECONDS:g} s", None),
+    # Gradio checks the slider's range itself.
+    ("face.png", "speech.wav", "^Value -0.5 is less than minimum value 0.0.$",
+     dict(head_motion=-0.5)),
+    ("face.png", "speech.wav", "^no face found in driving video 'gray.mp4'$",
+     dict(pose_from="gray.mp4")),
 ])
 def test_api_bad_input_is_a_message_and_the_server_keeps_serving(client, files, photo, speech,
-                                                                  message):
+                                                                  message, controls):
   def upload(name):
     return None if name is None else handle_file(files[name])
+  controls = {name: upload(value) if name == "pose_from" else value
+              for name, value in (controls or {}).items()}
   with pytest.raises(AppError) as raised:
-    client.predict(upload(photo), upload(speech), api_name="/generate", steps=4)
+    client.predict(upload(photo), upload(speech), api_name="/generate", steps=4, **controls)
   assert re.search(message, str(raised.value)), str(raised.value)
   assert "/" not in str(raised.value)  # no server paths, no traceback
-  video, _ = client.predict(upload("face.png"), upload("speech.wav"), api_name="/generate",
-                            steps=4)
+  video, _, _ = client.predict(upload("face.png"), upload("speech.wav"), api_name="/generate",
+                               steps=4)
   assert len(_video_frames(video)) == _speech_frames(SPEECH_SECONDS)
 
 

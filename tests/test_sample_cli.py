@@ -93,13 +93,30 @@ def test_cli_writes_video_with_audio(workdirs, photo, speech, tmp_path):
   _check_video(output, speech[1])
 
 
-def test_stream_gives_the_same_frame_count(workdirs, photo, speech, tmp_path, capsys):
+@pytest.fixture
+def written_batches(monkeypatch):
+  """The number of frames of each `media.VideoWriter.write` call, in order."""
+  sizes = []
+  write = media.VideoWriter.write
+
+  def recording_write(self, frames):
+    sizes.append(len(frames))
+    return write(self, frames)
+
+  monkeypatch.setattr(media.VideoWriter, "write", recording_write)
+  return sizes
+
+
+def test_stream_gives_the_same_frame_count(workdirs, photo, speech, tmp_path, capsys,
+                                           written_batches):
   output = str(tmp_path / "streamed.mp4")
   assert sample.main(_flags(workdirs, photo, speech[0], output, "--stream",
                             "--chunk_frames=10")) == 0
   printed = capsys.readouterr().out
   assert "first-frame latency:" in printed and "sustained:" in printed
   _check_video(output, speech[1])
+  # Written as made, decoder batch by decoder batch (8 frames at most), never all at once.
+  assert sum(written_batches) == 34 and max(written_batches) <= 8, written_batches
 
 
 def test_streaming_features_equal_offline_features(workdirs):
@@ -121,8 +138,9 @@ def bad_inputs(tmp_path_factory, workdirs):
   root = tmp_path_factory.mktemp("bad")
   paths = {name: str(root / name) for name in (
       "gray.png", "empty.wav", "silent.wav", "garbage.wav", "garbage_run", "garbage_checkpoint",
-      "mismatched_run")}
+      "mismatched_run", "gray.mp4")}
   Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(paths["gray.png"])
+  media.write_video(paths["gray.mp4"], np.full((10, 128, 128, 3), 128, np.uint8), FPS)
   fake_runs.write_wav(paths["empty.wav"], [])
   fake_runs.write_wav(paths["silent.wav"], np.zeros(SAMPLE_RATE))
   with open(paths["garbage.wav"], "wb") as file:
@@ -159,6 +177,11 @@ def bad_inputs(tmp_path_factory, workdirs):
     ({"output": "never.avi"}, "--output .* must end in one of"),
     ({"flags": ["--steps=1001"]}, "denoising steps must be in \\[1, 1000\\]"),
     ({"flags": ["--emotion=0.5"]}, "--emotion has 1 values, the motion model takes 0"),
+    ({"flags": ["--head_motion=-0.5"]}, "--head_motion must be a number >= 0, got -0.5"),
+    ({"flags": ["--head_motion=nan"]}, "--head_motion must be a number >= 0, got nan"),
+    ({"flags": ["--pose_from=GRAY"]}, "no face found in driving video '.*gray.mp4'"),
+    ({"flags": ["--pose_from=missing.mp4"]}, "driving video 'missing.mp4' does not exist"),
+    ({"flags": ["--save_motion=motion.txt"]}, "--save_motion 'motion.txt' must end in .npz"),
 ])
 def test_bad_inputs_fail_with_the_problem_named(workdirs, photo, speech, bad_inputs, tmp_path,
                                                 capsys, change, message):
@@ -173,7 +196,7 @@ def test_bad_inputs_fail_with_the_problem_named(workdirs, photo, speech, bad_inp
   flags = [f"--image={resolve('image', photo)}", f"--audio={resolve('audio', speech[0])}",
            f"--latent_checkpoint={resolve('latent', workdirs[0])}",
            f"--motion_checkpoint={resolve('motion', workdirs[1])}", f"--output={output}",
-           *change.get("flags", [])]
+           *[flag.replace("GRAY", bad_inputs["gray.mp4"]) for flag in change.get("flags", [])]]
   assert sample.main(flags) == 1
   error = capsys.readouterr().err.strip()
   assert len(error.splitlines()) == 1 and error.startswith("error: "), error
@@ -214,3 +237,63 @@ def test_undertrained_checkpoint_gets_one_warning_line(workdirs, photo, speech, 
         "self-reconstruction PSNR 9.2 dB is less than 3 dB above the 16.1 dB"), lines
   else:
     assert len(lines) == 1, lines
+
+
+# ----------------------------------------------------------------------------------------------
+# Head pose controls and --save_motion.
+# ----------------------------------------------------------------------------------------------
+def _saved_motion(workdirs, photo, speech, tmp_path, name, *flags):
+  """(z_pose [T, 7], z_dyn [T, D], controls dict) that --save_motion wrote for these flags."""
+  path = str(tmp_path / f"{name}.npz")
+  assert sample.main(_flags(workdirs, photo, speech[0], str(tmp_path / f"{name}.mp4"),
+                            f"--save_motion={path}", "--seed=5", *flags)) == 0
+  with np.load(path) as saved:
+    assert float(saved["fps"]) == FPS
+    return saved["z_pose"], saved["z_dyn"], json.loads(str(saved["controls"]))
+
+
+def test_head_motion_scales_the_pose_deviation_from_the_photo(workdirs, photo, speech, tmp_path,
+                                                              written_batches):
+  generated, dyn, controls = _saved_motion(workdirs, photo, speech, tmp_path, "generated")
+  assert written_batches == [8, 8, 8, 8, 2]  # offline too: written decoder batch by batch
+  assert generated.shape == (34, 7) and dyn.shape == (34, 16)
+  assert controls["head_motion"] == 1.0 and controls["seed"] == 5 and controls["num_steps"] == 4
+  assert generated.std(axis=0).max() > 1e-3  # the generated head moves
+  # 0: the head stays in one pose (streamed here: the streaming API takes the control too).
+  still, still_dyn, controls = _saved_motion(workdirs, photo, speech, tmp_path, "still",
+                                             "--head_motion=0", "--stream")
+  assert controls["head_motion"] == 0.0 and controls["stream"]
+  np.testing.assert_array_equal(still, np.broadcast_to(still[:1], still.shape))
+  assert np.abs(still[0] - generated).max() > 1e-3
+  # The facial dynamics are the generated ones (streaming in windows of W = offline).
+  np.testing.assert_allclose(still_dyn, dyn, atol=1e-4)
+  # 0.5: half way between the photo's pose and the generated one.
+  half, half_dyn, _ = _saved_motion(workdirs, photo, speech, tmp_path, "half",
+                                    "--head_motion=0.5")
+  np.testing.assert_allclose(half, 0.5 * (still + generated), atol=1e-5)
+  np.testing.assert_array_equal(half_dyn, dyn)
+
+
+def test_pose_from_reproduces_the_driving_videos_z_pose(workdirs, photo, speech, tmp_path):
+  """The shown z_pose is the driving video's z_pose as stage-2 data preparation gets it (the
+  tracker's crops, JPEG-stored, through `data_prep.extract_motion`'s motion encoder); the
+  untrained pose head is zero-initialised, so a copy with a random one makes z_pose move."""
+  from vasa_jax.data import extract_motion, face_tracker  # pylint: disable=g-import-not-at-top
+  driving = str(tmp_path / "driving.mp4")
+  fake_runs.write_driving_video(driving, 40)  # longer than the speech's 34 frames
+  workdirs = (fake_runs.save_posing_latent_run(workdirs[0], str(tmp_path / "latent")),
+              workdirs[1])
+  z_pose, dyn, controls = _saved_motion(workdirs, photo, speech, tmp_path, "driven",
+                                        f"--pose_from={driving}")
+  assert controls["pose_from"] == "driving.mp4"
+  crops = face_tracker.FaceTracker().track_clip(media.read_video(driving, FPS).frames, FPS,
+                                               check_quality=False).crops
+  encoder = extract_motion.MotionEncoder(extract_motion.load_latent_encoder(workdirs[0]), 8)
+  expected = encoder([media.encode_jpeg(crop, 95) for crop in crops])[:34, :7]  # [34, 7]
+  # Each component's error (JPEG storage: up to 0.41x of it here) stays below its mean
+  # frame-to-frame change: the pose is the video's, frame for frame (a one-frame shift fails).
+  error = np.abs(z_pose - expected).max(axis=0)  # [7]
+  step = np.abs(np.diff(expected, axis=0)).mean(axis=0)  # [7]
+  assert np.all(error < 0.8 * step), (error, step)
+  _, generated_dyn, _ = _saved_motion(workdirs, photo, speech, tmp_path, "generated")
+  np.testing.assert_array_equal(dyn, generated_dyn)  # the facial dynamics come from the audio

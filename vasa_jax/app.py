@@ -8,13 +8,14 @@ The two runs are restored once at start-up (`talking_head.TalkingHead`); a bad c
 the program with a one-line `error: ...` and exit status 1. The page takes a photo (its face crop,
 resized to the model's image size, is shown as soon as the photo is uploaded) and speech
 (uploaded or recorded), the controls of `python -m vasa_jax.sample` (gaze, distance, guidance
-scales, denoising steps, seed, the streaming path), and returns the mp4. Videos are made by the
+scales, denoising steps, seed, the streaming path, head motion, a driving video for the head
+pose), and returns the mp4 and its motion (`--save_motion`'s npz: z_pose, z_dyn, controls). Videos are made by the
 library functions `vasa_jax.sample` uses (`crop_face`, `read_photo`, `read_speech`,
 `render_video`), one at a time (a queue). Bad inputs (no face or several, empty, silent,
 unreadable or too long audio) are shown as a message in the page; the server keeps serving.
 
 API (`gradio_client`): endpoint "/generate"; inputs photo and speech files, then the controls in
-the order of `generate`'s parameters, each optional; outputs (video, summary line). A bad input
+the order of `generate`'s parameters, each optional; outputs (video, summary line, motion npz). A bad input
 raises `gradio_client.exceptions.AppError` carrying the message. Endpoint "/crop": photo ->
 the face crop the model sees.
 
@@ -53,6 +54,7 @@ except ImportError:  # the `app` extra is not installed; `main` says so
 GAZE_RANGE = (-30.0, 30.0)
 DISTANCE_RANGE = (0.5, 2.0)
 CFG_RANGE = (0.0, 5.0)
+HEAD_MOTION_RANGE = (0.0, 2.0)  # 0: still head, 1: as generated, 2: twice the pose deviation
 MAX_QUEUE = 20  # requests waiting for their turn before new ones are turned away
 CACHE_SECONDS = 3600  # Gradio's copies of uploads and videos are deleted after an hour
 MAX_STEPS = 200  # the most denoising steps offered (VASA-1 samples with 50)
@@ -86,11 +88,13 @@ class App:
                gaze_theta: float = 0.0, gaze_phi: float = 0.0, set_distance: bool = False,
                distance: float = 1.0, cfg_audio: Optional[float] = None,
                cfg_gaze: Optional[float] = None, steps: Optional[int] = None, seed: int = 0,
-               stream: bool = False) -> tuple[str, str]:
-    """(mp4 path, summary line) for a photo and a speech file; gaze and distance are dropped
-    (the model samples them) unless set; cfg_audio, cfg_gaze and steps (None) default to the
-    motion config's."""
-    with _shown_as_message(photo, speech):
+               stream: bool = False, head_motion: float = 1.0,
+               pose_from: Optional[str] = None) -> tuple[str, str, str]:
+    """(mp4 path, summary line, motion npz path) for a photo and a speech file; gaze and distance
+    are dropped (the model samples them) unless set; cfg_audio, cfg_gaze and steps (None)
+    default to the motion config's; head_motion scales the head pose's deviation from the
+    photo's; pose_from (a driving video) gives the head pose instead of the generated one."""
+    with _shown_as_message(photo, speech, pose_from):
       face = self._face(photo)
       if not speech:
         raise SampleError("upload or record speech first")
@@ -101,10 +105,14 @@ class App:
                           f"{self.max_audio_seconds:g} s (--max_audio_seconds)")
       for old in os.listdir(self.output_dir):  # the previous request's video, already served
         os.remove(os.path.join(self.output_dir, old))
-      output = os.path.join(self.output_dir, f"talking_{uuid.uuid4().hex[:8]}.mp4")
+      name = f"talking_{uuid.uuid4().hex[:8]}"
+      output = os.path.join(self.output_dir, f"{name}.mp4")
+      motion_path = os.path.join(self.output_dir, f"{name}_motion.npz")
       start = time.perf_counter()
       report = talking_head.render_video(
           self.head, face, waveform, output, stream=bool(stream),
+          head_motion=1.0 if head_motion is None else float(head_motion),
+          pose_from=pose_from or None, motion_path=motion_path,
           gaze=(float(gaze_theta), float(gaze_phi)) if set_gaze else None,
           distance=float(distance) if set_distance else None, seed=int(seed),
           lambda_audio=cfg_audio, lambda_gaze=cfg_gaze,
@@ -114,7 +122,7 @@ class App:
     if stream:
       summary += (f"; streaming: first frame {1000 * report['first_frame_latency_s']:.0f} ms after "
                   f"the first audio chunk, {report['sustained_fps']:.1f} frames/s sustained")
-    return output, summary
+    return output, summary, motion_path
 
 
 @contextlib.contextmanager
@@ -166,6 +174,10 @@ def build(app: App, title: str) -> "gr.Blocks":
             seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**31 - 1, label="Seed")
           stream = gr.Checkbox(label="Streaming path (audio fed in chunks; reports the latency)",
                                value=False)
+          head_motion = gr.Slider(*HEAD_MOTION_RANGE, value=1.0, step=0.05,
+                                  label="Head motion (0 = still head, 1 = as generated)")
+          pose_from = gr.Video(label="Driving video for the head pose (optional)",
+                               sources=["upload"], format=None, elem_id="pose_from")
         button = gr.Button("Generate", variant="primary", elem_id="generate")
       with gr.Column():
         crop = gr.Image(label=f"Face crop the model sees ({head.image_size} px)",
@@ -174,10 +186,13 @@ def build(app: App, title: str) -> "gr.Blocks":
         video = gr.Video(label="Talking face", format="mp4", interactive=False, height=400,
                          elem_id="video")
         summary = gr.Textbox(label="Summary", interactive=False, elem_id="summary")
+        motion = gr.File(label="Motion (z_pose, z_dyn, controls; .npz)", interactive=False,
+                         elem_id="motion")
     photo.change(app.crop, photo, crop, api_name="crop", concurrency_id="crop")
     button.click(app.generate, [
         photo, speech, set_gaze, gaze_theta, gaze_phi, set_distance, distance, cfg_audio,
-        cfg_gaze, steps, seed, stream], [video, summary], api_name="generate",
+        cfg_gaze, steps, seed, stream, head_motion, pose_from], [video, summary, motion],
+                 api_name="generate",
                  concurrency_limit=1, concurrency_id="generate")
   return page.queue(max_size=MAX_QUEUE)
 

@@ -4,6 +4,7 @@ r"""Photo + speech -> talking-face video with the trained stage-1 and stage-2 mo
       --latent_checkpoint=/tmp/latent_tiny --motion_checkpoint=/tmp/motion_tiny \
       --output=/tmp/talking.mp4 [--gaze=THETA,PHI] [--distance=D] [--emotion=E1,E2,...] \
       [--cfg_audio=0.5] [--cfg_gaze=1.0] [--steps=50] [--seed=0] [--batch_size=8] \
+      [--head_motion=1.0] [--pose_from=VIDEO] [--save_motion=FILE.npz] \
       [--wav2vec2_dir=DIR] [--stream [--chunk_frames=N]]
 
 1. Both checkpoints are restored (EMA weights, checked against the models their configs build;
@@ -25,6 +26,15 @@ clip-level gaze_main / distance_main of the stage-2 data; --emotion has the mode
 values. A control left out is dropped (the model samples it). --cfg_audio and --cfg_gaze are the
 classifier-free guidance scales (defaults from the motion config).
 
+Head pose (`vasa_jax.inference.pose_control`): --head_motion=S scales the shown head pose's
+deviation from the photo's own z_pose (the stage-1 motion encoder on the crop): 0 keeps the head
+still, 1 (default) shows it as generated, above 1 exaggerates it. --pose_from=VIDEO takes the head
+pose (z_pose) of each frame from a driving video instead (its face tracked and cropped as data
+preparation does, encoded by the stage-1 motion encoder; a video shorter than the speech runs
+back and forth); the facial dynamics (z_dyn) still come from the audio. --head_motion applies to
+the driving pose too. --save_motion=FILE.npz writes z_pose [T, 7] and z_dyn [T, D] of each frame
+as shown, the fps, and the controls used (JSON in `controls`).
+
 --stream produces the same video through the streaming path: audio is fed in chunks of
 --chunk_frames video frames (default: the window W) as if it arrived live, features, motion and
 frames are made as each chunk arrives, and the first-frame latency (first chunk handed over ->
@@ -38,6 +48,7 @@ to be clearly undertrained (`vasa_jax.training.run_metrics`) gets one `warning: 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Optional, Sequence
@@ -84,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--steps", type=int, help="denoising steps (config default)")
   parser.add_argument("--seed", type=int, default=0, help="sampling seed")
   parser.add_argument("--batch_size", type=int, default=8, help="frames per decoder call")
+  parser.add_argument("--head_motion", type=float, default=1.0,
+                      help="head pose deviation scale (0: still head, 1: as generated)")
+  parser.add_argument("--pose_from", help="driving video whose head pose is used")
+  parser.add_argument("--save_motion", help="an .npz to write z_pose, z_dyn and the controls to")
   parser.add_argument("--wav2vec2_dir", help="overrides the motion config's audio.wav2vec2_dir")
   parser.add_argument("--stream", action="store_true", help="go through the streaming path")
   parser.add_argument("--chunk_frames", type=int, help="--stream chunk length (default: W)")
@@ -98,6 +113,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     if os.path.splitext(args.output)[1].lower() not in VIDEO_EXTENSIONS:
       raise SampleError(f"--output {args.output!r} must end in one of {VIDEO_EXTENSIONS}")
+    if not (math.isfinite(args.head_motion) and args.head_motion >= 0):
+      raise SampleError(f"--head_motion must be a number >= 0, got {args.head_motion:g}")
+    if args.save_motion is not None and not args.save_motion.endswith(".npz"):
+      raise SampleError(f"--save_motion {args.save_motion!r} must end in .npz")
+    if args.pose_from is not None and not os.path.isfile(args.pose_from):
+      raise SampleError(f"driving video {args.pose_from!r} does not exist")
     # The inputs are checked before the models load.
     face = talking_head.crop_face(talking_head.read_photo(args.image), f"image {args.image!r}")
     waveform = talking_head.read_speech(args.audio)
@@ -111,6 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       raise SampleError(f"--chunk_frames must be at least 1, got {args.chunk_frames}")
     report = talking_head.render_video(
         head, face, waveform, args.output, stream=args.stream, chunk_frames=args.chunk_frames,
+        head_motion=args.head_motion, pose_from=args.pose_from, motion_path=args.save_motion,
         gaze=args.gaze, distance=args.distance, emotion=args.emotion, seed=args.seed,
         lambda_audio=args.cfg_audio, lambda_gaze=args.cfg_gaze)
   except (SampleError, checkpoint_lib.CheckpointError, media.MediaError) as error:
@@ -118,6 +140,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 1
   print(f"wrote {args.output}: {report['frames']} frames at {head.fps:g} fps "
         f"({report['seconds']:.2f} s of audio)")
+  if args.save_motion:
+    print(f"wrote {args.save_motion}: z_pose and z_dyn of {report['frames']} frames")
   if args.stream:
     print(f"first-frame latency: {1000 * report['first_frame_latency_s']:.1f} ms after the first "
           f"audio chunk ({report['chunk_seconds']:.2f} s of audio per chunk)")

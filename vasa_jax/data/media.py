@@ -277,54 +277,109 @@ def _audio_frame(samples: np.ndarray, sample_rate: int, pts: int) -> av.AudioFra
   return frame
 
 
-def write_video(path: str, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
-                sample_rate: int = 16_000, crf: int = 18) -> None:
-  """Writes an H.264 (yuv420p) mp4, with mono AAC audio if given.
+class VideoWriter:
+  """Writes an H.264 (yuv420p) mp4 batch by batch, with mono AAC audio if given: memory holds one
+  batch of frames, however long the video.
+
+    with VideoWriter(path, fps, audio) as writer:
+      for frames in batches:  # uint8 [b, H, W, 3] RGB, the same H, W each time
+        writer.write(frames)
 
   yuv420p needs even sizes: an odd height or width loses its last row or column. The video lasts
-  T / fps seconds and the audio N / sample_rate seconds.
+  T / fps seconds (T frames written) and the audio N / sample_rate seconds.
 
   Args:
     path: output file (.mp4 or .mov).
-    frames: uint8 [T, H, W, 3] RGB.
     fps: frame rate.
     audio: float [N] mono in [-1, 1], starting with frame 0; None writes no audio stream.
     sample_rate: sample rate of `audio`.
     crf: x264 constant rate factor (lower is better quality; 18 is visually lossless).
   """
+
+  def __init__(self, path: str, fps: float, audio: np.ndarray | None = None,
+               sample_rate: int = 16_000, crf: int = 18):
+    self.path = path
+    self._rate = _frame_rate(fps)
+    self._audio = None if audio is None else _check_audio(audio)
+    self._sample_rate = sample_rate
+    self._crf = crf
+    self._container = None  # opened with the first frames (their size sets the stream's)
+    self._video_stream = self._audio_stream = None
+    self._size = None  # (height, width) written
+    self.num_frames = 0  # frames written
+    self._written_samples = 0
+
+  def __enter__(self) -> "VideoWriter":
+    return self
+
+  def __exit__(self, error_type, error, traceback) -> None:
+    if error_type is None:
+      self.close()
+    elif self._container is not None:
+      self._container.close()
+
+  def _open(self, shape: tuple[int, ...]) -> None:
+    height, width = shape[1] // 2 * 2, shape[2] // 2 * 2
+    if height == 0 or width == 0:
+      raise ValueError(f"frames of shape {shape} are too small for yuv420p")
+    self._size = (height, width)
+    self._container = av.open(self.path, "w", options={"movflags": "faststart"})
+    self._video_stream = self._container.add_stream("libx264", rate=self._rate,
+                                                    options={"crf": str(self._crf)})
+    self._video_stream.width, self._video_stream.height = width, height
+    self._video_stream.pix_fmt = "yuv420p"
+    if self._audio is not None:
+      self._audio_stream = self._container.add_stream("aac", rate=self._sample_rate,
+                                                      layout="mono")
+
+  def _write_audio(self, until: int) -> None:
+    if self._audio_stream is not None and until > self._written_samples:
+      self._container.mux(self._audio_stream.encode(_audio_frame(
+          self._audio[self._written_samples:until], self._sample_rate, self._written_samples)))
+      self._written_samples = until
+
+  def write(self, frames: np.ndarray) -> None:
+    """Appends frames uint8 [b, H, W, 3] RGB."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+      raise ValueError(f"frames must be uint8 [b, H, W, 3], got {frames.dtype} {frames.shape}")
+    if self._container is None and len(frames):
+      self._open(frames.shape)
+    height, width = self._size or (0, 0)
+    for image in frames:
+      if image.shape[0] // 2 * 2 != height or image.shape[1] // 2 * 2 != width:
+        raise ValueError(f"a frame of shape {image.shape} after frames of {self._size}")
+      frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:height, :width]),
+                                         format="rgb24")
+      frame.pts = self.num_frames
+      frame.time_base = 1 / self._rate
+      self._container.mux(self._video_stream.encode(frame))
+      self.num_frames += 1
+      # Encode audio alongside the video so the muxer can interleave the two streams.
+      if self._audio is not None:
+        self._write_audio(min(len(self._audio),
+                              round(self.num_frames / self._rate * self._sample_rate)))
+
+  def close(self) -> None:
+    """Flushes the encoders (the rest of the audio included) and closes the file."""
+    if self._container is None:
+      raise ValueError(f"no frames were written to {self.path}")
+    self._container.mux(self._video_stream.encode(None))
+    if self._audio is not None:
+      self._write_audio(len(self._audio))
+      self._container.mux(self._audio_stream.encode(None))
+    self._container.close()
+
+
+def write_video(path: str, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
+                sample_rate: int = 16_000, crf: int = 18) -> None:
+  """Writes frames uint8 [T > 0, H, W, 3] RGB as an mp4 at once; the arguments are those of
+  `VideoWriter`."""
   frames = np.asarray(frames)
   if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
     raise ValueError(f"frames must be uint8 [T>0, H, W, 3], got {frames.dtype} {frames.shape}")
-  height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-  if height == 0 or width == 0:
-    raise ValueError(f"frames of shape {frames.shape} are too small for yuv420p")
-  rate = _frame_rate(fps)
-  if audio is not None:
-    audio = _check_audio(audio)
-  with av.open(path, "w", options={"movflags": "faststart"}) as container:
-    video_stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf)})
-    video_stream.width, video_stream.height, video_stream.pix_fmt = width, height, "yuv420p"
-    audio_stream = None
-    if audio is not None:
-      audio_stream = container.add_stream("aac", rate=sample_rate, layout="mono")
-    written_samples = 0
-    for index, image in enumerate(frames):
-      frame = av.VideoFrame.from_ndarray(
-          np.ascontiguousarray(image[:height, :width]), format="rgb24")
-      frame.pts = index
-      frame.time_base = 1 / rate
-      container.mux(video_stream.encode(frame))
-      if audio_stream is not None:
-        # Encode audio alongside the video so the muxer can interleave the two streams.
-        until = len(audio) if index == len(frames) - 1 else min(
-            len(audio), round((index + 1) / rate * sample_rate))
-        if until > written_samples:
-          container.mux(audio_stream.encode(
-              _audio_frame(audio[written_samples:until], sample_rate, written_samples)))
-          written_samples = until
-    container.mux(video_stream.encode(None))
-    if audio_stream is not None:
-      container.mux(audio_stream.encode(None))
+  with VideoWriter(path, fps, audio, sample_rate, crf) as writer:
+    writer.write(frames)
 
 
 def write_audio(path: str, audio: np.ndarray, sample_rate: int = 16_000) -> None:

@@ -19,7 +19,9 @@ Controls. gaze (theta, phi) in degrees and the head distance are the clip-level 
 `distance_main` of the stage-2 data (`data_prep.extract_motion`); emotion is the [E] vector. A
 control given as None is DROPPED: the model sees its learned null embedding, i.e. it samples the
 control's distribution learned under condition dropout. With emotion_dim 0 there is nothing to
-give and the emotion token stays the model's constant. Classifier-free guidance uses one batched
+give and the emotion token stays the model's constant. A `pose_control.PoseControl` (head motion
+scale, driving pose) changes the z_pose of the returned frames; each window is still conditioned
+on the generated frames before it. Classifier-free guidance uses one batched
 network call per step with scales lambda_audio and lambda_gaze (traced: changing them does not
 recompile); a dropped gaze makes its guidance term zero.
 
@@ -44,6 +46,7 @@ from vasa_jax.diffusion import guidance
 from vasa_jax.diffusion import sampling
 from vasa_jax.diffusion import schedules
 from vasa_jax.diffusion.normalization import MotionStatistics
+from vasa_jax.inference import pose_control as pose_control_lib
 from vasa_jax.models import motion_dit
 
 # The statistics a stage-2 checkpoint holds, and the shape of each mean and std ("M", "A": the
@@ -152,17 +155,21 @@ class MotionSampler:
                    distance: Optional[float] = None, emotion: Optional[Sequence[float]] = None,
                    seed: int = 0, lambda_audio: Optional[float] = None,
                    lambda_gaze: Optional[float] = None,
-                   num_steps: Optional[int] = None) -> "MotionStream":
+                   num_steps: Optional[int] = None,
+                   pose_control: Optional[pose_control_lib.PoseControl] = None
+                   ) -> "MotionStream":
     """A `MotionStream` with these controls (None: dropped), guidance scales (None: the
-    config's `sampling.lambda_audio` / `lambda_gaze`) and denoising steps (None: the sampler's
-    `num_steps`; each new number compiles the window function once)."""
+    config's `sampling.lambda_audio` / `lambda_gaze`), denoising steps (None: the sampler's
+    `num_steps`; each new number compiles the window function once) and pose control (None: the
+    generated z_pose as it is)."""
     conditions, dropped = self._controls(gaze, distance, emotion)
     num_steps = self.num_steps if num_steps is None else int(num_steps)
     sampling.sampling_timesteps(self.schedule.num_steps, num_steps)  # checks num_steps
     return MotionStream(
         self, conditions, dropped, jax.random.key(seed, impl=self.prng_impl),
         self.config.sampling.lambda_audio if lambda_audio is None else lambda_audio,
-        self.config.sampling.lambda_gaze if lambda_gaze is None else lambda_gaze, num_steps)
+        self.config.sampling.lambda_gaze if lambda_gaze is None else lambda_gaze, num_steps,
+        pose_control)
 
   def stream(self, feature_chunks: Iterable[np.ndarray], **controls) -> Iterator[np.ndarray]:
     """Motion [c, M] for each chunk of audio features [c, A] as it arrives; chunks longer than W
@@ -177,8 +184,8 @@ class MotionSampler:
                **controls) -> np.ndarray:
     """Motion [T, M] (denormalised [z_pose, z_dyn]) for audio features [T, A], T >= 1.
 
-    `controls`: gaze, distance, emotion, seed, lambda_audio, lambda_gaze, num_steps as for
-    `start_stream`.
+    `controls`: gaze, distance, emotion, seed, lambda_audio, lambda_gaze, num_steps,
+    pose_control as for `start_stream`.
     progress: show a tqdm bar over the windows.
     """
     audio_features = np.asarray(audio_features, np.float32)
@@ -200,13 +207,15 @@ class MotionStream:
 
   def __init__(self, sampler: MotionSampler, controls: dict[str, np.ndarray],
                dropped: dict[str, bool], key: jax.Array, lambda_audio: float,
-               lambda_gaze: float, num_steps: int):
+               lambda_gaze: float, num_steps: int,
+               pose_control: Optional[pose_control_lib.PoseControl] = None):
     self.sampler = sampler
     self._controls = controls  # normalised gaze [1, 2], distance [1], emotion [1, E]
     self._dropped = {name: np.array([flag]) for name, flag in dropped.items()}  # [1] bool each
     self._key = key
     self._lambdas = (float(lambda_audio), float(lambda_gaze))
     self._num_steps = num_steps  # denoising steps per window
+    self._pose_control = pose_control  # applied to the returned frames only
     # The last (up to K) generated frames, normalised: motion [k, M] and audio features [k, A].
     self._previous_motion = np.zeros((0, sampler.motion_dim), np.float32)
     self._previous_audio = np.zeros((0, sampler.audio_dim), np.float32)
@@ -214,7 +223,8 @@ class MotionStream:
     self.num_frames = 0  # frames generated so far
 
   def push(self, audio_features: np.ndarray) -> np.ndarray:
-    """Motion [c, M] (denormalised) for the next c <= W frames of audio features [c, A]."""
+    """Motion [c, M] (denormalised, through the pose control) for the next c <= W frames of
+    audio features [c, A]."""
     sampler = self.sampler
     audio_features = np.asarray(audio_features, np.float32)
     count = len(audio_features)
@@ -245,4 +255,7 @@ class MotionStream:
     self._previous_audio = np.concatenate([self._previous_audio, audio])[-sampler.num_previous:]
     self.num_windows += 1
     self.num_frames += count
-    return sampler.statistics["motion"].denormalize(motion).astype(np.float32)
+    motion = sampler.statistics["motion"].denormalize(motion).astype(np.float32)
+    if self._pose_control is not None:
+      motion = self._pose_control(motion, self.num_frames - count)
+    return motion

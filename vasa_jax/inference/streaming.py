@@ -1,8 +1,8 @@
 """Streaming: speech features and video frames made as audio chunks arrive (as if live).
 
 `StreamingFeatures` turns audio chunks into speech-feature frames as soon as their audio is in;
-`stream_frames` feeds them through the motion sampler's streaming API and the decoder, frame by
-frame. `talking_head.render_video(..., stream=True)` and `python -m vasa_jax.sample --stream` use
+`stream_motion` feeds them through the motion sampler's streaming API, and `stream_frames` the
+motion through the decoder, frame by frame. `talking_head.render_video(..., stream=True)` and `python -m vasa_jax.sample --stream` use
 them.
 """
 
@@ -85,12 +85,12 @@ def audio_chunks(waveform: np.ndarray, chunk_frames: int, fps: float) -> Iterato
     yield waveform[start:start + size]
 
 
-def stream_frames(head: "talking_head.TalkingHead", appearance: tuple[jax.Array, jax.Array],
-                  chunks: Iterable[np.ndarray], **controls) -> Iterator[np.ndarray]:
-  """Video frames uint8 [S, S, 3], one by one, as 16 kHz audio chunks [c] arrive.
+def stream_motion(head: "talking_head.TalkingHead", chunks: Iterable[np.ndarray],
+                  **controls) -> Iterator[np.ndarray]:
+  """Motion [c, M] (c may be 0) as 16 kHz audio chunks [c] arrive.
 
-  appearance: `head.encode(face)`; controls: gaze, distance, emotion, seed, lambda_audio,
-  lambda_gaze, num_steps of `MotionSampler.start_stream`.
+  controls: gaze, distance, emotion, seed, lambda_audio, lambda_gaze, num_steps, pose_control of
+  `MotionSampler.start_stream`.
   """
   features = StreamingFeatures(head.featurizer)
 
@@ -99,6 +99,15 @@ def stream_frames(head: "talking_head.TalkingHead", appearance: tuple[jax.Array,
       yield features.push(chunk)
     yield features.finish()
 
-  for motion in head.sampler.stream(feature_chunks(), **controls):
+  yield from head.sampler.stream(feature_chunks(), **controls)
+
+
+def stream_frames(head: "talking_head.TalkingHead", appearance: tuple[jax.Array, jax.Array],
+                  chunks: Iterable[np.ndarray], **controls) -> Iterator[np.ndarray]:
+  """Video frames uint8 [S, S, 3], one by one, as 16 kHz audio chunks [c] arrive.
+
+  appearance: `head.encode(face)`; controls: as for `stream_motion`.
+  """
+  for motion in stream_motion(head, chunks, **controls):
     for batch in head.render(appearance, motion):
       yield from batch

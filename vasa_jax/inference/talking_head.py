@@ -4,13 +4,16 @@
 against the models their configs build) and holds the speech featurizer, the motion sampler and
 a `FaceRenderer` (the jitted encoder and decoder of stage 1, which stage 2's evaluator also
 renders with). `crop_face(read_photo(path))` crops a photo as data preparation
-crops video frames; `read_speech(path)` reads speech as 16 kHz mono; `render_video` writes the
-mp4 (offline, or through `streaming` with `stream=True`). Used by `python -m vasa_jax.sample`,
+crops video frames; `read_speech(path)` reads speech as 16 kHz mono; `track_driving_video` crops
+the face of a driving video (`--pose_from`); `render_video` writes the mp4 (offline, or through
+`streaming` with `stream=True`) and optionally the motion (`save_motion`). Used by `python -m vasa_jax.sample`,
 `python -m vasa_jax.demo` and `python -m vasa_jax.app`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from typing import Any, Iterator, Optional
@@ -28,6 +31,7 @@ from vasa_jax.data import face_tracker
 from vasa_jax.data import media
 from vasa_jax.data import motion_records
 from vasa_jax.data import speech_features
+from vasa_jax.inference import pose_control as pose_control_lib
 from vasa_jax.inference import sampler as sampler_lib
 from vasa_jax.inference import streaming
 from vasa_jax.models import audio as audio_lib
@@ -141,8 +145,14 @@ class FaceRenderer:
           method=model.decode)  # [B, S, S, 3] in [-1, 1]
       return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
+    def encode_motion(params, images):  # uint8 [B, S, S, 3] -> [B, M] = [z_pose, z_dyn]
+      pixels = images.astype(jnp.float32) / 127.5 - 1.0
+      z_pose, z_dyn = model.apply({"params": params}, pixels, method=model.encode_motion)
+      return jnp.concatenate([z_pose, z_dyn], axis=-1).astype(jnp.float32)
+
     self._encode = jax.jit(encode)
     self._decode = jax.jit(decode)
+    self._encode_motion = jax.jit(encode_motion)
 
   def model_input(self, face: np.ndarray) -> np.ndarray:
     """A face crop uint8 [s, s, 3] (`crop_face`) as the model sees it: uint8 [S, S, 3], resized
@@ -157,6 +167,17 @@ class FaceRenderer:
     """A face crop uint8 [s, s, 3] (`crop_face`) -> (V_app, z_id), each with a batch axis of 1,
     encoded from `model_input(face)`."""
     return self._encode(self._params, self.model_input(face)[None])
+
+  def encode_motion(self, faces: np.ndarray) -> np.ndarray:
+    """Face crops uint8 [T, s, s, 3] (`crop_face`, `track_driving_video`) -> their motion [T, M]
+    = [z_pose, z_dyn] from the stage-1 motion encoder (on `model_input` of each crop, in
+    fixed-size batches, the last one padded)."""
+    motion = []
+    for start in range(0, len(faces), self.batch_size):
+      batch = np.stack([self.model_input(face) for face in faces[start:start + self.batch_size]])
+      padded = np.concatenate([batch, np.repeat(batch[-1:], self.batch_size - len(batch), 0)])
+      motion.append(np.asarray(self._encode_motion(self._params, padded))[:len(batch)])
+    return np.concatenate(motion)
 
   def render(self, appearance: tuple[jax.Array, jax.Array], motion: np.ndarray,
              progress: bool = False) -> Iterator[np.ndarray]:
@@ -218,6 +239,10 @@ class TalkingHead:
     """`FaceRenderer.encode`."""
     return self.renderer.encode(face)
 
+  def encode_motion(self, faces: np.ndarray) -> np.ndarray:
+    """`FaceRenderer.encode_motion`."""
+    return self.renderer.encode_motion(faces)
+
   def render(self, appearance: tuple[jax.Array, jax.Array], motion: np.ndarray,
              progress: bool = False) -> Iterator[np.ndarray]:
     """`FaceRenderer.render`."""
@@ -278,52 +303,141 @@ def read_speech(path: str) -> np.ndarray:
   return waveform
 
 
+def track_driving_video(path: str, fps: float) -> np.ndarray:
+  """The face crops uint8 [T, 512, 512, 3] of a driving video (`--pose_from`), frames sampled at
+  `fps` and tracked as data preparation tracks clips (the whole video: its crop smoothing sees
+  every frame; without the size and sharpness checks); errors for a missing or unreadable video
+  and for no face or several."""
+  if not os.path.isfile(path):
+    raise SampleError(f"driving video {path!r} does not exist")
+  try:
+    video = media.read_video(path, fps)
+  except media.MediaError as error:
+    raise SampleError(f"cannot read driving video {path!r}: {error}") from error
+  if not len(video.frames):
+    raise SampleError(f"driving video {path!r} has no frames")
+  track = face_tracker.FaceTracker(face_tracker.TrackerConfig()).track_clip(
+      video.frames, fps, check_quality=False)
+  if track.skip_reason == "no_face":
+    raise SampleError(f"no face found in driving video {path!r}")
+  if track.skip_reason == "multiple_faces":
+    raise SampleError(f"several faces found in driving video {path!r}: use a video of one person")
+  if track.skip_reason is not None:
+    raise SampleError(f"the face in driving video {path!r} is unusable: {track.skip_reason}")
+  return track.crops
+
+
+def save_motion(path: str, motion: np.ndarray, fps: float, controls: dict[str, Any]) -> None:
+  """Writes the motion [T, M] of a video as an npz: z_pose [T, 7], z_dyn [T, M - 7], fps, and
+  `controls` (the controls used, JSON) as a string."""
+  motion = np.asarray(motion, np.float32)
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as file:
+      np.savez(file, z_pose=motion[:, :motion_records.POSE_DIM],
+               z_dyn=motion[:, motion_records.POSE_DIM:], fps=np.float32(fps),
+               controls=np.array(json.dumps(controls, sort_keys=True,
+                                            default=lambda value: np.asarray(value).tolist())))
+  except OSError as error:
+    raise SampleError(f"cannot write {path!r}: {error}") from error
+
+
 # ----------------------------------------------------------------------------------------------
 # Videos.
 # ----------------------------------------------------------------------------------------------
 def render_video(head: TalkingHead, face: np.ndarray, waveform: np.ndarray, output_path: str, *,
                  stream: bool = False, chunk_frames: Optional[int] = None,
-                 progress: bool = True, output_scale: int = 1,
-                 **controls) -> dict[str, float]:
+                 progress: bool = True, output_scale: int = 1, head_motion: float = 1.0,
+                 pose_from: Optional[str] = None, motion_path: Optional[str] = None,
+                 **controls) -> dict[str, Any]:
   """Animates a face crop (`crop_face`) with speech [N] and writes the mp4; returns figures
   (frames, seconds, and for `stream` the first-frame latency and sustained frame rate).
+
   `controls`: gaze, distance, emotion, seed, lambda_audio, lambda_gaze, num_steps of
-  `MotionSampler.start_stream`. The frames have the latent model's resolution S;
-  `output_scale` > 1 upscales them (bicubic) to output_scale x S before they are written."""
+  `MotionSampler.start_stream`. head_motion: scales the head pose's deviation from the photo's own
+  pose (0: still; `pose_control`); pose_from: a driving video whose head pose is shown instead
+  of the generated one (`track_driving_video`); motion_path: where to save the motion with the
+  controls used (`save_motion`; the driving video by its file name). The frames have the latent model's resolution S;
+  `output_scale` > 1 upscales them (bicubic) to output_scale x S. Frames are decoded, upscaled
+  and written batch by batch: memory does not grow with the length of the speech."""
   check_num_steps(controls.get("num_steps"), head.sampler.schedule.num_steps)
+  if not (math.isfinite(float(head_motion)) and head_motion >= 0):
+    raise SampleError(f"the head motion must be a number >= 0, got {head_motion}")
+  if output_scale < 1:
+    raise SampleError(f"the output scale must be at least 1, got {output_scale}")
   num_frames = audio_lib.num_video_frames(len(waveform), head.fps)
   if num_frames < 1:
     raise SampleError(f"the audio is shorter than one video frame ({len(waveform)} samples at "
                       f"{audio_lib.SAMPLE_RATE} Hz)")
+  driving_pose = None
+  if pose_from is not None:
+    driving_pose = head.encode_motion(track_driving_video(pose_from, head.fps))[
+        :, :motion_records.POSE_DIM]  # [T_d, 7]
+  if head_motion != 1.0 or driving_pose is not None:
+    reference_pose = head.encode_motion(face[None])[0, :motion_records.POSE_DIM]  # [7]
+    controls["pose_control"] = pose_control_lib.PoseControl(reference_pose, head_motion,
+                                                            driving_pose)
   appearance = head.encode(face)
   report = {"frames": num_frames, "seconds": len(waveform) / audio_lib.SAMPLE_RATE}
+  motion_chunks = []  # [c, M] each, as shown
+
+  def stream_motion():  # motion chunks [c, M], as the audio arrives
+    chunks = streaming.audio_chunks(waveform, chunk_frames, head.fps)
+    for motion in streaming.stream_motion(head, chunks, **controls):
+      motion_chunks.append(motion)
+      yield motion
+
+  def frame_batches() -> Iterator[np.ndarray]:  # uint8 [b, S, S, 3]
+    if stream:
+      for motion in stream_motion():
+        yield from head.render(appearance, motion)
+    else:
+      motion = head.sampler.generate(head.featurizer(waveform), progress=progress, **controls)
+      motion_chunks.append(motion)
+      yield from head.render(appearance, motion, progress)
+
   if stream:
     head.warm_up(appearance, controls.get("num_steps"))
     chunk_frames = chunk_frames or head.sampler.window
-    frames, first_time = [], None
-    start_time = time.perf_counter()
-    for frame in tqdm.tqdm(streaming.stream_frames(head, appearance,
-                                         streaming.audio_chunks(waveform, chunk_frames, head.fps),
-                                         **controls),
-                           total=num_frames, desc="stream", unit="frame", disable=not progress):
-      first_time = first_time or time.perf_counter()
-      frames.append(frame)
-    end_time = time.perf_counter()
-    report.update(first_frame_latency_s=first_time - start_time, chunk_seconds=chunk_frames /
-                  head.fps, sustained_fps=(len(frames) - 1) / max(end_time - first_time, 1e-9))
-  else:
-    motion = head.sampler.generate(head.featurizer(waveform), progress=progress, **controls)
-    frames = [frame for batch in head.render(appearance, motion, progress) for frame in batch]
-  if len(frames) != num_frames:
-    raise AssertionError(f"made {len(frames)} frames for {num_frames} frames of audio")
+  bar = tqdm.tqdm(total=num_frames, desc="stream", unit="frame", disable=not (stream and progress))
+  first_time, write_seconds = None, 0.0  # the timings leave out upscaling and writing
   try:
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    media.write_video(output_path, upscale(np.stack(frames), output_scale), head.fps,
-                      audio=waveform,
-                      sample_rate=audio_lib.SAMPLE_RATE)
+    with media.VideoWriter(output_path, head.fps, audio=waveform,
+                           sample_rate=audio_lib.SAMPLE_RATE) as writer:
+      start_time = time.perf_counter()
+      for frames in frame_batches():
+        made_time = time.perf_counter()
+        first_time = first_time or made_time
+        writer.write(upscale(frames, output_scale))
+        bar.update(len(frames))
+        write_seconds += time.perf_counter() - made_time
+      end_time = time.perf_counter() - write_seconds
+      if writer.num_frames != num_frames:
+        raise AssertionError(f"made {writer.num_frames} frames for {num_frames} frames of audio")
   except (OSError, av.FFmpegError) as error:
     raise SampleError(f"cannot write {output_path!r}: {error}") from error
+  finally:
+    bar.close()
+  if stream:
+    report.update(first_frame_latency_s=first_time - start_time, chunk_seconds=chunk_frames /
+                  head.fps, sustained_fps=(num_frames - 1) / max(end_time - first_time, 1e-9))
+  if motion_path is not None:
+    sampling = head.sampler.config.sampling
+    used = {name: value for name, value in controls.items() if name != "pose_control"}
+    used.update(  # the values in effect where the defaults were taken (None: dropped controls)
+        num_steps=controls.get("num_steps") or head.sampler.num_steps,
+        lambda_audio=_default(controls.get("lambda_audio"), sampling.lambda_audio),
+        lambda_gaze=_default(controls.get("lambda_gaze"), sampling.lambda_gaze),
+        seed=controls.get("seed", 0), head_motion=float(head_motion),
+        pose_from=pose_from and os.path.basename(pose_from),
+        stream=stream, chunk_frames=chunk_frames if stream else None)
+    save_motion(motion_path, np.concatenate(motion_chunks), head.fps, used)
   return report
+
+
+def _default(value: Any, default: Any) -> Any:
+  return default if value is None else value
 
 
 def upscale(frames: np.ndarray, scale: int) -> np.ndarray:
