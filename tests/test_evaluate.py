@@ -6,11 +6,15 @@ import json
 import subprocess
 import sys
 
+from flax.core import meta
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from configs import capp as capp_config
 from data_prep import convert_weights
 from tests import test_perceptual
 from tests import torch_syncnet
@@ -19,11 +23,13 @@ from vasa_jax import evaluate
 from vasa_jax.data import extract_motion
 from vasa_jax.data import media
 from vasa_jax.data.synthtalk import dataset as synthtalk
+from vasa_jax.evaluators import capp as capp_eval
 from vasa_jax.evaluators import frechet
 from vasa_jax.evaluators import identity
 from vasa_jax.evaluators import mfcc
 from vasa_jax.evaluators import syncnet as sync_eval
 from vasa_jax.evaluators import tracking
+from vasa_jax.models import capp as capp_model
 from vasa_jax.models import i3d
 from vasa_jax.models import iresnet
 from vasa_jax.models import pretrained
@@ -79,6 +85,14 @@ def workspace(tmp_path_factory):
     torch.save(torch_syncnet.randomised(network).state_dict(), root / f"{kind}.pth")
     weights[kind] = str(root / f"{kind}.npz")
     convert_weights.convert(str(root / f"{kind}.pth"), weights[kind], flax_models[kind])
+  # A tiny CAPP (20-frame windows) with random parameters.
+  config = capp_config.get_config("tiny")
+  model = capp_model.CAPP.from_config(config.model, config.audio.num_mels)
+  params = jax.jit(lambda rng: meta.unbox(model.init(rng, *[
+      jnp.zeros(spec.shape) for spec in model.example_inputs()])["params"]))(
+          jax.random.key(1, impl="rbg"))
+  capp_eval.save(str(root / "capp"), params, config.model, config.audio, config.fps)
+  weights["capp"] = str(root / "capp")
   return root, weights, truth
 
 
@@ -105,18 +119,30 @@ def test_every_metric_on_synthtalk_clips(workspace, monkeypatch, capsys):
       f"--syncnet={weights['syncnet']}", f"--syncnet_width={SYNCNET_WIDTH}",
       f"--i3d={weights['i3d']}", f"--inception={weights['inception']}",
       f"--arcface={weights['arcface']}", "--arcface_depth=18",
-      f"--controls={root / 'controls.json'}", "--capp_checkpoint=/tmp/capp"])
+      f"--controls={root / 'controls.json'}", f"--capp_checkpoint={weights['capp']}"])
   assert status == 0
   printed = capsys.readouterr().out
   results = json.loads(output.read_text())
-  clip_keys = {"sync_confidence", "sync_distance", "sync_offset", "delta_pose", "csim",
+  clip_keys = {"sync_confidence", "sync_distance", "sync_offset", "capp", "delta_pose", "csim",
                "gaze_error", "lmd", "mouth_envelope_correlation"}
   assert clip_keys <= set(results["clips"]["a"])
   assert "distance_error" in results["clips"]["a"]
   assert "distance_error" not in results["clips"]["b"]  # "*" requests a gaze only
   assert clip_keys | {"fvd25", "fid", "distance_error"} <= set(results["overall"])
-  assert "capp" not in results["overall"] and "capp" not in results["clips"]["a"]
-  assert any("CAPP is not available yet" in note for note in results["notes"])
+  # CAPP of clip a: its one 20-frame window (30 frames, hop 25), from the tracker's pose.
+  scorer = capp_eval.CAPPScorer(weights["capp"])
+  decoded = media.read_video(str(root / "generated" / "a.mp4"), fps=25.0)
+  track = tracking.track(decoded.frames, 25.0)
+  pose = capp_eval.pose_features(track.head_pose, track.landmarks, track.distance, 128, 128)
+  waveform = media.read_audio(str(root / "generated" / "a.mp4"), 16_000,
+                              start_time=decoded.start_time)
+  audio = scorer.audio_features(waveform)
+  audio_embedding, pose_embedding, _ = scorer.model.apply(
+      {"params": scorer.params}, capp_eval.centred_windows(audio, np.array([0]), 20),
+      capp_eval.centred_windows(pose, np.array([0]), 20))
+  assert results["clips"]["a"]["capp"] == pytest.approx(
+      float(jnp.sum(audio_embedding * pose_embedding)), abs=1e-5)
+  assert -1.0 <= results["clips"]["b"]["capp"] <= 1.0
   assert results["counts"]["clips"] == 2 and results["counts"]["scored"]["lmd"] == 2
   assert results["counts"]["set_features"] == {"fvd25": {"generated": 2, "reference": 2},
                                                "fid": {"generated": 6, "reference": 6}}
@@ -137,7 +163,7 @@ def test_every_metric_on_synthtalk_clips(workspace, monkeypatch, capsys):
   assert abs(results["clips"]["a"]["sync_offset"]) <= 15
   lines = printed.splitlines()
   assert lines[0].split()[:3] == ["Sc", "↑", "SD"] and lines[1].startswith("generated")
-  assert lines[1].split()[3] == "—"  # CAPP
+  assert float(lines[1].split()[3]) == pytest.approx(results["overall"]["capp"], abs=1e-3)
   assert f"wrote {output}" in printed
 
 
@@ -189,6 +215,8 @@ def test_missing_weights_and_bad_clips_are_reported(workspace, tmp_path):
   assert f"weight file '{tmp_path / 'nowhere.npz'}' not found" in notes
   assert "python -m data_prep.convert_weights --kind=syncnet --input=syncnet_v2.model" in notes
   assert "--i3d not given" in notes and "--kind=i3d" in notes
+  assert "capp left out: --capp_checkpoint not given" in notes
+  assert "--config=configs/capp.py" in notes
   assert set(results["metrics"]) == {"pose"}
   assert set(results["clips"]["a"]) == {"delta_pose"}
   skipped = {(item["clip"], item["metric"]): item["reason"] for item in results["skipped"]}

@@ -36,7 +36,7 @@ def data_dir(tmp_path_factory):
 def test_examples_are_the_evaluators_inputs(data_dir):
   reader = input_pipeline._RecordReader(  # pylint: disable=protected-access
       input_pipeline.ClipIndex.load(data_dir, "train"))
-  record = reader[0]
+  record = reader.record(0)
   coefficients = mfcc.mfcc(record["audio"]).T
   track = sync_eval.crop_track(record["annotations"]["face_found"],
                                record["annotations"]["landmarks"])

@@ -15,7 +15,9 @@ Metrics (docs/evaluation.md gives each formula and the reference implementation 
   sync  SyncNet Sc / SD / offset (LSE-C / LSE-D), as syncnet_python (needs --syncnet); the face
         crop is syncnet_python's, from this project's tracker, unless --face_cropped says the
         video is already a 25 fps face crop;
-  capp  VASA-1's audio-pose score: not available yet (its encoders are still to be trained);
+  capp  VASA-1's audio-pose score: mean cosine of CAPP's audio and pose embeddings over 3 s
+        windows, the pose from the tracker (needs --capp_checkpoint, a directory that
+        `python -m vasa_jax.train --config=configs/capp.py` wrote);
   pose  Delta P, the mean frame-to-frame head-angle change (degrees), from the tracker;
   fvd   FVD25 against the reference videos (needs --i3d and --reference);
   fid   FID against the reference frames (needs --inception and --reference);
@@ -44,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from vasa_jax.data import media
+from vasa_jax.evaluators import capp as capp_lib
 from vasa_jax.evaluators import frechet
 from vasa_jax.evaluators import identity
 from vasa_jax.evaluators import landmarks as landmarks_lib
@@ -167,13 +170,24 @@ class Evaluator:
             pretrained.load_iresnet(path, args.arcface_depth), iresnet.iresnet(args.arcface_depth))
     except ValueError as e:  # a weight file of another network
       raise EvaluationError(str(e)) from e
-    if "capp" in self.metrics:
-      detail = f" (--capp_checkpoint {args.capp_checkpoint!r} is not used)" if (
-          args.capp_checkpoint) else ""
-      self.notes.append("capp left out: CAPP is not available yet (its audio and pose encoders "
-                        f"are still to be trained; issue 23 item 2){detail}")
-      self.metrics.remove("capp")
+    if "capp" in self.metrics and (scorer := self._capp(args.capp_checkpoint)):
+      networks["capp"] = scorer
     return networks
+
+  def _capp(self, directory: Optional[str]) -> Optional[capp_lib.CAPPScorer]:
+    """The CAPP scorer of --capp_checkpoint, or None after a note saying what is missing."""
+    train = ("train one with `python -m vasa_jax.train --config=configs/capp.py "
+             "--workdir=DIR --config.data_dir=PREPARED_CLIPS`")
+    try:
+      if directory is None:
+        raise FileNotFoundError(f"--capp_checkpoint not given; {train}")
+      return capp_lib.CAPPScorer(directory)
+    except FileNotFoundError as e:
+      self.notes.append(f"capp left out: {e}")
+      self.metrics.remove("capp")
+      return None
+    except ValueError as e:  # parameters of another model, or a bad capp.json
+      raise EvaluationError(f"--capp_checkpoint {directory!r}: {e}") from e
 
   # Scoring ------------------------------------------------------------------------------------
 
@@ -194,20 +208,20 @@ class Evaluator:
       return
     frames = clip.frames
     waveform = None
-    if self.needs("sync", "lip"):
+    if self.needs("sync", "lip", "capp"):
       try:
         waveform = (media.read_audio(audio_path, SAMPLE_RATE) if audio_path else
                     media.read_audio(path, SAMPLE_RATE, start_time=clip.start_time))
       except media.MediaError as e:
-        for metric in ("sync", "lip"):
+        for metric in ("sync", "lip", "capp"):
           if metric in self.metrics:
             self.skip(name, metric, f"no audio: {e}")
     track = None
-    if self.needs("pose", "gaze", "lmd", "csim", "lip") or (
+    if self.needs("pose", "gaze", "lmd", "csim", "lip", "capp") or (
         "sync" in self.metrics and not self.args.face_cropped):
       track = tracking.track(frames, FPS, self.tracker)
       if track.skip_reason is not None:
-        for metric in ("sync", "pose", "gaze", "lmd", "csim", "lip"):
+        for metric in ("sync", "pose", "gaze", "lmd", "csim", "lip", "capp"):
           if metric in self.metrics and not (metric == "sync" and self.args.face_cropped):
             self.skip(name, metric, f"face tracker: {track.skip_reason}")
         track = None
@@ -216,6 +230,8 @@ class Evaluator:
     if "lip" in self.metrics and waveform is not None and track:
       scores = lip_sync.lip_sync_scores(track.mouth(), waveform, FPS, sample_rate=SAMPLE_RATE)
       values["mouth_envelope_correlation"] = scores["mouth_envelope_correlation"]
+    if "capp" in self.metrics and waveform is not None and track:
+      self._capp_score(name, frames, waveform, track, values)
     if "pose" in self.metrics and track:
       values["delta_pose"] = motion.delta_pose(track.head_pose, track.found)
     if "gaze" in self.metrics and track:
@@ -253,6 +269,18 @@ class Evaluator:
     scores = self.networks["sync"].score(crops.crops, audio)
     values.update(sync_confidence=scores.confidence, sync_distance=scores.distance,
                   sync_offset=float(scores.offset))
+
+  def _capp_score(self, name: str, frames: np.ndarray, waveform: np.ndarray,
+                  track: tracking.TrackedClip, values: dict[str, float]) -> None:
+    scorer = self.networks["capp"]
+    pose = capp_lib.pose_features(track.head_pose, track.landmarks, track.distance,
+                                  frames.shape[1], frames.shape[2])
+    capp = scorer.score(waveform, pose)
+    if capp is None:
+      self.skip(name, "capp", f"too short: {len(frames)} frames, CAPP needs {scorer.window} "
+                "(one window)")
+      return
+    values["capp"] = capp
 
   def _controls(self, name: str, track: tracking.TrackedClip, values: dict[str, float]) -> None:
     requested = self.controls.get(name, self.controls.get("*"))
@@ -354,7 +382,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--arcface", help="converted ArcFace IResNet weights (.npz)")
   parser.add_argument("--arcface_depth", type=int, default=100, help="IResNet depth")
   parser.add_argument("--controls", help="JSON of requested gaze / distance (for gaze)")
-  parser.add_argument("--capp_checkpoint", help="CAPP checkpoint (not available yet)")
+  parser.add_argument("--capp_checkpoint",
+                      help="trained CAPP directory (capp.json, capp_params.msgpack)")
   parser.add_argument("--face_cropped", action="store_true",
                       help="the videos are 25 fps face crops already (SyncNet input)")
   return parser

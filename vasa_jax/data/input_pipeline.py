@@ -512,7 +512,11 @@ def _build_iterator(eligible: np.ndarray, sample_fn: Callable[[int, np.random.Ge
   # Each process draws its own random frames: the seed differs per process.
   dataset = dataset.random_map(sample_fn, seed=seed * 1_000_003 + process_index)
   dataset = dataset.batch(local_batch_size, drop_remainder=True)
-  iter_dataset = dataset.to_iter_dataset()
+  # In the training process Grain reads ahead `prefetch_batches` batches on as many threads (its
+  # default, 500 batches on 16 threads, holds gigabytes of frames and keeps the threads busy
+  # long after the consumer stops: a Python process waits for them before it exits).
+  iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(
+      num_threads=max(1, prefetch_batches), prefetch_buffer_size=max(1, prefetch_batches)))
   if num_workers > 0:
     # Grain's worker processes read absl flags; outside an absl app (notebooks, tests) nothing
     # parsed them, so take their defaults.
@@ -588,7 +592,8 @@ def sampler_iterator(data_dir: str, split: str,
                      prefetch_batches: int = 2) -> grain.DatasetIterator:
   """The same Grain graph over another stage's sampler (e.g. `vasa_jax.trainers.syncnet`'s).
 
-  `make_sampler(reader)` gets the split's record reader (`reader[i]` is decoded record i) and
+  `make_sampler(reader)` gets the split's record reader (`reader.record(i)` is decoded record i,
+  `reader.frame(i, t)` the JPEG bytes of its frame t) and
   returns the per-example function (record index, rng) -> example; clips shorter than
   `min_frames` are left out.
   """

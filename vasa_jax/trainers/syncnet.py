@@ -67,7 +67,7 @@ class SyncNetSampler:
     self.matched_fraction = matched_fraction
 
   def __call__(self, record_index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    record = self.reader[record_index]
+    record = self.reader.record(record_index, with_frames=False)  # the 5 frames read below
     if record["fps"] != sync_eval.FPS or record["audio_sample_rate"] != mfcc_lib.SAMPLE_RATE:
       raise ValueError(f"clip {record['clip_id']}: SyncNet needs {sync_eval.FPS} fps video and "
                        f"{mfcc_lib.SAMPLE_RATE} Hz audio")
@@ -86,7 +86,7 @@ class SyncNetSampler:
       audio_start = start + int(rng.choice(offsets))
     step = sync_eval.MFCC_STEPS_PER_FRAME * audio_start
     lips = np.stack([
-        sync_eval.crop_frame(media.decode_jpeg(record["frames"][t]),
+        sync_eval.crop_frame(media.decode_jpeg(self.reader.frame(record_index, t)),
                              track.half_size[t - track.first], track.centre_y[t - track.first],
                              track.centre_x[t - track.first])
         for t in range(start, start + WINDOW)])
