@@ -26,14 +26,14 @@ import logging
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import grain
 import jax
 import numpy as np
 import tqdm
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from vasa_jax.data import input_pipeline
 from vasa_jax.training import checkpoint as checkpoint_lib
@@ -166,6 +166,27 @@ def initial_state(task: Task, config: Any, mesh: Mesh) -> tuple[Any, Any, Any]:
   return abstract, shardings, lambda: init_fn(init_rng)
 
 
+def jit_train_step(train_step: Callable, shardings: Any, data_sharding: NamedSharding,
+                   rules: Sequence[tuple[str, Any]]) -> Callable:
+  """`train_step` jitted as the loop runs it: state in and out in `shardings` (donated), the
+  batch in `data_sharding`, rng and frozen arrays as given (frozen ones replicated), metrics
+  replicated (every process can read them).
+
+  The step is traced under the logical axis `rules` and the batch's mesh, so that the modules'
+  activation constraints (`sharding.constrain_activation`) keep activations split along the
+  batch.
+  """
+  mesh = data_sharding.mesh
+
+  def step_under_rules(*args):
+    with (jax.sharding.use_abstract_mesh(mesh.abstract_mesh),
+          sharding_lib.activation_rules(rules)):
+      return train_step(*args)
+
+  return jax.jit(step_under_rules, in_shardings=(shardings, data_sharding, None, None),
+                 out_shardings=(shardings, sharding_lib.replicated(mesh)), donate_argnums=0)
+
+
 def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
   """Trains to `config.total_steps` (resuming from `workdir`) and returns the final state."""
   check_batch_size(config, mesh)
@@ -195,8 +216,8 @@ def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
 
     data_sharding = input_pipeline.batch_sharding(mesh, config.sharding_rules)
     step_rng = jax.random.fold_in(root_rng(config), 1)
-    train_step = jax.jit(task.train_step, in_shardings=(shardings, data_sharding, None, None),
-                         out_shardings=(shardings, None), donate_argnums=0)
+    train_step = jit_train_step(task.train_step, shardings, data_sharding,
+                                config.sharding_rules)
     frozen = jax.device_put(task.frozen, sharding_lib.replicated(mesh))
     record = run_metrics.MetricsRecord(workdir, config.total_steps, task.progress_metrics,
                                        start_step) if main_process else None
