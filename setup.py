@@ -29,6 +29,8 @@ setuptools.setup(
         "tensorboard>=2.20,<2.22",
         "av>=14,<20",
         "pillow>=10,<14",
+        # JPEG decoding, warps and colour matrices of the stage-1 input pipeline.
+        "opencv-python-headless>=4.11,<5",
         "scipy>=1.11,<2",
         "tqdm>=4.66,<5",
         "absl-py>=2.0,<3",
@@ -40,10 +42,12 @@ setuptools.setup(
     extras_require={
         # The web app (`python -m vasa_jax.app`).
         "app": ["gradio>=6,<7"],
-        # The test suite: torch (CPU) builds reference models and "released" weight files;
+        # The test suite: torch (CPU) builds reference models and "released" weight files,
+        # python_speech_features is the MFCC reference of the SyncNet evaluator;
         # pytest-xdist runs the test files on both cores; Playwright drives the app in a real
         # browser (Debian's chromium), gradio_client calls its API; nbclient runs the notebooks.
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "torch==2.13.0", "gradio>=6,<7",
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "torch==2.13.0",
+                 "python_speech_features==0.6", "gradio>=6,<7",
                  "playwright>=1.50,<2", "nbclient>=0.10,<0.12", "nbformat>=5.10,<6",
                  "ipykernel>=6.29,<8"],
     },

@@ -125,9 +125,9 @@ def _widen_volume_to_quarter(model: ml_collections.ConfigDict) -> None:
   model.appearance.update(stage_channels=(8, 16, 32))
   model.warping.update(level_channels=(16, 8, 8))
   model.decoder.update(upsample_channels=(16, 8))
-  # At 64 px the mouth covers a few pixels of the 8 x 8 final map and the global mean loses it:
-  # trained on the expression term alone for 1,500 steps, the mean-pooled motion encoder read
-  # mouth opening on held-out speakers at correlation 0.23, the flattened one at 0.82.
+  # At 64 px the mouth covers a few pixels of the 8 x 8 final map, which the global mean loses;
+  # the flattened readout keeps every position (see experiments/LOG.md, "Stage-1 screen:
+  # mean-pooled vs flattened motion-encoder readout").
   model.motion.pooling = "flatten"
 
 
@@ -173,20 +173,21 @@ def _use_cpu_check_recipe(config: ml_collections.ConfigDict) -> None:
   config.model.decoder.sees_dyn = True
   config.loss.region_l1 = 10.0
   # So that a z_dyn swap leaves the rest of the source frame as it is: colour jitter of the
-  # motion encoder's inputs, the identity cycle and the locality of the dynamics transfer
-  # (README, stage-1 check, 2026-12-04).
+  # motion encoder's inputs, the identity cycle and the locality of the dynamics transfer (see
+  # experiments/LOG.md, "Stage-1 run: no-norm decoder, jitter, identity cycle, dynamics
+  # locality (2bcfe3d)" and "Stage-1 run: locality on both dynamics transfers, weight 30
+  # (43726bb)").
   config.motion_colour_jitter = 0.4
   config.loss.identity_cycle = 5.0
   config.loss.dynamics_locality = 30.0
   # z_dyn is the mouth opening alone, the one facial dynamic a 64 px frame shows (the eyes are
-  # ~3 px tall). Free entries carried the other speaker's looks, which a cross-speaker swap
-  # painted onto the source (README, stage-1 check, 2026-12-06); entries for the lids and the
-  # gaze in the head read the speaker's eye shape instead, and swapping them lost 0.03 dB
-  # across held-out speakers where the mouth entry won 0.06 (second run of 2026-12-07); with the
-  # mouth alone dynamics transfer beats its baseline in every row of the check (+0.14 to +0.19
-  # dB, README, b271b1c). The cosine cycles have no gradient on a 1-entry code: off. The
-  # decorrelation keeps head pose out of the entry (SynthTalk's expression factors are drawn
-  # independently of the head pose).
+  # ~3 px tall): free entries carry the other speaker's looks, which a cross-speaker swap paints
+  # onto the source, and entries for the lids and the gaze in the head read the speaker's eye
+  # shape instead (see experiments/LOG.md, "Stage-1 screens: dyn_dim 4; G2D on the supervised
+  # entries only", "Stage-1 run: detached expression codes (ad0d068)" and "Stage-1 check passes:
+  # :small's z_dyn is the mouth opening alone (b271b1c)"). The cosine cycles have no gradient on
+  # a 1-entry code: off. The decorrelation keeps head pose out of the entry (SynthTalk's
+  # expression factors are drawn independently of the head pose).
   config.model.dyn_dim = 1
   config.loss.expression_measures = ("mouth_opening",)
   config.loss.cycle = 0.0
@@ -194,8 +195,7 @@ def _use_cpu_check_recipe(config: ml_collections.ConfigDict) -> None:
   config.loss.decorrelate_expression = True
   # The entry reads the measure: the renders' gradient does not reach it, so that a speaker's
   # looks cannot shift it (a per-speaker offset a same-speaker swap cancels and a cross-speaker
-  # one paints on). README, stage-1 check, second run of 2026-12-07: the mouth entry reads
-  # held-out speakers at correlation 0.86 (was 0.50).
+  # one paints on; see experiments/LOG.md, "Stage-1 run: detached expression codes (ad0d068)").
   config.loss.detach_expression_codes = True
 
 
@@ -252,7 +252,8 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # and eye opening from the landmarks, gaze relative to the head; input_pipeline.
   # expression_measures), one entry per name in `expression_measures`. Our choice, the dynamics
   # counterpart of head_pose (and the issue's optional gaze loss): without it the small model's
-  # z_dyn held head-pose residuals and no mouth opening, which stage 2 then cannot drive.
+  # z_dyn held head-pose residuals and no mouth opening, which stage 2 then cannot drive (see
+  # experiments/LOG.md, "Stage-1 run: expression and transfer-cycle terms, flattened readout").
   config.loss.expression = 10.0
   # The measures z_dyn's first entries carry, in order (names of input_pipeline.
   # EXPRESSION_NAMES; z_dyn needs at least as many entries).
@@ -261,12 +262,10 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # z_dyn's supervised entries carry (measure - centre) / spread, so that they vary by about 1 like
   # the free entries (the raw ratios vary by ~0.05). Order of input_pipeline.EXPRESSION_NAMES:
   # mouth opening / width, eye aspect ratio over the clip's open-eye one, gaze theta and phi in
-  # the head (radians); typical talking faces (SynthTalk's training frames: means 0.10, 0.97,
-  # -0.01, -0.01, standard deviations 0.07, 0.16, 0.10, 0.06). Our choice: with the raw ratios
-  # the decoder drew almost no mouth from z_dyn (2026-12-03, README: from a face rendered at the
-  # data's 5% and 95% mouth opening, a 4,000-step `small` run re-renders 0.011 RMS of the
-  # truth's 0.074 change, at correlation 0.10; one with standardised entries, colour jitter and
-  # the identity cycle 0.056 at correlation 0.39).
+  # the head (radians); centres and spreads near the means and standard deviations of typical
+  # talking faces (SynthTalk's training frames). Our choice: with the raw ratios the decoder drew
+  # almost no mouth from z_dyn (see experiments/LOG.md, "Stage-1 run: standardised expression
+  # targets (db8c7e9)").
   # One value per input_pipeline.EXPRESSION_NAMES entry; the measures z_dyn carries take theirs.
   config.loss.expression_centre = (0.1, 1.0, 0.0, 0.0)
   config.loss.expression_spread = (0.1, 0.15, 0.1, 0.1)
@@ -276,15 +275,13 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   config.loss.transfer_cycle = 2.0
   # Mean squared batch correlation of z_dyn's free entries (all but the expression-supervised
   # ones) with z_pose (losses.latent.cross_correlation; z_pose's gradient stopped). Our choice:
-  # it keeps head pose out of z_dyn. In a 1,500-step screen (2026-12-02, README) it lowered the
-  # R^2 of a linear map from the free entries to yaw 0.47 -> 0.40, roll 0.32 -> 0.14 and
-  # distance 0.35 -> 0.27, and the cross-speaker dynamics-transfer deficit 1.79 -> 0.65 dB.
+  # it keeps head pose out of z_dyn (see experiments/LOG.md, "Stage-1 screens: the pose
+  # decorrelation term").
   config.loss.pose_decorrelation = 10.0
   # Whether the decorrelation also acts on the expression-supervised entries (all of z_dyn). Off
   # by default: in real video the gaze relative to the head often follows the head (eyes kept on
   # the camera while it turns), which that would fight. On in `small`, whose 1-entry z_dyn has
-  # no free entries (README, stage-1 check, 2026-12-07: cross-speaker dynamics transfer
-  # -0.12 / -0.10 dB -> -0.01 / 0.00 dB against its baseline).
+  # no free entries (see experiments/LOG.md, "Stage-1 run: decorrelation on all of z_dyn").
   config.loss.decorrelate_expression = False
   # Whether the renders see z_dyn's expression-supervised entries with their gradient stopped
   # (trainers.latent.detached_entries), so that those entries learn from `expression` (and the
@@ -302,8 +299,9 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   # a crop): they keep pose i, so only the expression may differ from I_i, and only there. Our
   # choice: without it, a z_dyn swap also repainted colours and outlines across the frame, and
   # the swapped render lost more over the rest of the frame than it won in the dynamics region
-  # (README). Real expressions also move cheeks and brows a little, which this term resists: off
-  # at paper size.
+  # (see experiments/LOG.md, "Stage-1 run: no-norm decoder, jitter, identity cycle, dynamics
+  # locality (2bcfe3d)"). Real expressions also move cheeks and brows a little, which this term
+  # resists: off at paper size.
   config.loss.dynamics_locality = 0.0
   # Cosine distance between the source's z_id and the z_id that the model's own identity encoder
   # (its weights frozen for this read) reads from the cross-identity reenactment. Our choice, a
@@ -338,3 +336,6 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   config.data.augment.saturation = 0.1  # +-10% saturation
   config.data.augment.scale = 0.05  # +-5% zoom of the crop
   config.data.augment.shift = 0.03  # +-3% shift of the crop centre
+  # Grain worker processes decoding examples: one decodes ~100 examples/s at 512 px and ~400 at
+  # 256 px (experiments/bench_input_pipeline.py); the CPU-sized variants decode in the trainer.
+  config.data.num_workers = {"512": 4, "256": 4, "tiny": 0}[variant]

@@ -77,18 +77,17 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.model.dropout = 0.1  # dropout in attention outputs and MLPs during training
   # Add a learned carry [W, M] (initialised to 1) times the last previous frame to the predicted
   # X^0 (when X_pre is given). Our choice (the paper is silent): without it (and without the time
-  # embedding on every frame token, models/motion_dit.py) the tiny model barely used X_pre (x0
-  # error on training windows 0.19 with it, 0.21 without) and each window's first frame jumped
-  # 4.7x the within-window step; with both 0.14 vs 0.22 and 3.1x (screens of 2026-12-02).
+  # embedding on every frame token, models/motion_dit.py) the tiny model barely used X_pre and
+  # each window's first frame jumped away from it (see experiments/LOG.md, "Stage-2 screens: why
+  # the window boundaries jump").
   config.model.carry_previous = True
   # > 0: with X_pre given, a window's first frame is X_pre's last frame plus a predicted step (a
   # zero-initialised projection of the first frame's token), and the offset between it and the
   # window's own first frame fades as exp(-i / entry_blend_frames) over frames i. Our choice
-  # (the paper is silent): in the stage-2 check with the same stage 1 (README) the step into a
-  # window fell from 0.483 to 0.102 (within windows 0.170, real motion 0.155), mouth
-  # correlation 0.694 (0.706 before), gaze error 4.88 degrees (5.08). Reading every frame's
-  # output as a step (cumulative sum) joined the windows too but lost the mouth (correlation
-  # 0.06 in a screen).
+  # (the paper is silent): it joins each window onto the previous one without losing the mouth
+  # or the gaze, where reading every frame's output as a step (cumulative sum) lost the mouth
+  # (see experiments/LOG.md, "Stage-2 screens: joining a window onto X_pre" and "Stage-2 check
+  # with the entry blend (stage 1 at 753a55c)").
   config.model.entry_blend_frames = 3.0
   config.model.remat = False  # recompute each layer's activations in the backward pass
   config.model.scan = not tiny  # stack the layers with nn.scan (one compiled layer)
@@ -111,9 +110,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.diffusion.truncate_audio = 0.1
   # Weight of the velocity term added to the x0 loss (schedules.velocity_loss: squared error of the
   # frame-to-frame steps, the step out of X_pre's last frame included), as motion diffusion models
-  # such as MDM add. Our choice (VASA-1 gives only the x0 loss): in a screen of 2026-12-02 the
-  # within-window step fell from 0.22 to 0.15 (real motion 0.145) and the window-boundary step
-  # from 0.66 to 0.54; weight 10 over-smoothed (0.08 within, Delta P half the real one).
+  # such as MDM add. Our choice (VASA-1 gives only the x0 loss): it brings the motion within a
+  # window close to the real motion's; weight 10 over-smooths (see experiments/LOG.md, "Stage-2
+  # screens: why the window boundaries jump").
   config.diffusion.velocity_loss = 1.0
   # Lower bound of a motion dimension's std in the dataset statistics (constant dims stay finite).
   config.diffusion.min_std = 1e-3

@@ -2,6 +2,7 @@ r"""Encodes prepared clips into stage-2 motion shards (`vasa_jax.data.extract_mo
 
   python -m data_prep.extract_motion --latent_checkpoint=/tmp/latent_tiny \
       --shards=/data/synthtalk --output_dir=/data/synthtalk_motion --config=configs/motion.py:tiny
+  # On many machines: each of N tasks with --num_tasks=N --task_index=I, then once with --merge.
 
 Every frame of every clip is encoded by the stage-1 run's EMA motion encoder into [z_pose, z_dyn],
 the speech is turned into per-frame features as the stage-2 config says, and the clip-level gaze
@@ -34,6 +35,12 @@ def _define_flags() -> None:
   flags.DEFINE_integer("batch_size", extract_lib.DEFAULT_BATCH_SIZE,
                        "Frames per encoder call (rounded up to a multiple of the device count).")
   flags.DEFINE_bool("overwrite", False, "Redo every shard, even those finished by an earlier run.")
+  flags.DEFINE_integer("num_tasks", 1, "Independent tasks (machines, array jobs) sharing the "
+                       "input shards; a task of several writes no manifest (see --merge).")
+  flags.DEFINE_integer("task_index", 0, "This task's number, 0 <= task_index < num_tasks: it "
+                       "extracts the input shards task_index, task_index + num_tasks, ...")
+  flags.DEFINE_bool("merge", False, "Write the manifest of the shards every task made (the same "
+                    "other flags); refuses, naming them, while shards are missing.")
   flags.mark_flags_as_required(["latent_checkpoint", "shards", "output_dir"])
 
 
@@ -44,13 +51,18 @@ def main(argv: Sequence[str]) -> None:
   try:
     summary = extract_lib.extract(values.latent_checkpoint, values.shards, values.output_dir,
                                   values.config, batch_size=values.batch_size,
-                                  overwrite=values.overwrite)
+                                  overwrite=values.overwrite, num_tasks=values.num_tasks,
+                                  task_index=values.task_index, merge=values.merge)
   except (checkpoint_lib.CheckpointError, extract_lib.ExtractionError, records.RecordFormatError,
           FileNotFoundError) as error:
     sys.exit(f"error: {error}")
-  print(f"wrote {summary.manifest_path}: {summary.num_clips} clips, {summary.num_frames} frames; "
-        f"{summary.shards_extracted} shards extracted, {summary.shards_reused} already done; "
-        f"{summary.seconds:.1f} s")
+  done = (f"{summary.num_clips} clips, {summary.num_frames} frames; {summary.shards_extracted} "
+          f"shards extracted, {summary.shards_reused} already done; {summary.seconds:.1f} s")
+  if summary.manifest_path is None:
+    print(f"task {values.task_index} of {values.num_tasks}: {done}; run --merge once every task "
+          "is done")
+  else:
+    print(f"wrote {summary.manifest_path}: {done}")
 
 
 if __name__ == "__main__":

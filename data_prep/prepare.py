@@ -4,6 +4,10 @@ r"""Prepares real talking-head video as ArrayRecord shards (`vasa_jax.data.prepa
       --output_dir=/data/vox_512 --resolution=512 --num_workers=8
   python -m data_prep.prepare --source=folder --input_dir=/data/hdtf --output_dir=/data/hdtf_512 \
       [--manifest_csv=clips.csv]
+  # On many machines (e.g. a SLURM array of N tasks), then once all have finished:
+  python -m data_prep.prepare ... --num_tasks=$SLURM_ARRAY_TASK_COUNT \
+      --task_index=$SLURM_ARRAY_TASK_ID
+  python -m data_prep.prepare ... --merge
 
 The flags are the fields of `vasa_jax.data.prepare.PrepareConfig`; see that module for what is
 decoded, tracked, filtered and written.
@@ -41,6 +45,15 @@ def _define_flags() -> None:
   flags.DEFINE_float("silence_dbfs", defaults.silence_dbfs,
                      "Clips whose audio RMS level (dBFS) is below this are skipped as silent.")
   flags.DEFINE_integer("jpeg_quality", defaults.jpeg_quality, "JPEG quality of stored frames.")
+  flags.DEFINE_integer("num_tasks", defaults.num_tasks,
+                       "Independent tasks (machines, array jobs) sharing the planned shards; a "
+                       "task of several writes no manifest (see --merge).")
+  flags.DEFINE_integer("task_index", defaults.task_index,
+                       "This task's number, 0 <= task_index < num_tasks: it prepares the planned "
+                       "shards task_index, task_index + num_tasks, ...")
+  flags.DEFINE_bool("merge", defaults.merge,
+                    "Write the manifest of the shards every task made (the same other flags); "
+                    "refuses, naming them, while shards are missing.")
   flags.mark_flags_as_required(["source", "input_dir", "output_dir"])
 
 
@@ -54,7 +67,11 @@ def main(argv: Sequence[str]) -> None:
     summary = prepare_lib.prepare(config)
   except prepare_lib.PrepareError as e:
     sys.exit(f"error: {e}")
-  print(f"wrote {summary.manifest_path}")
+  if summary.manifest_path is None:
+    print(f"task {config.task_index} of {config.num_tasks}: {summary.shards_processed} shards "
+          f"prepared, {summary.shards_reused} already done; run --merge once every task is done")
+  else:
+    print(f"wrote {summary.manifest_path}")
 
 
 if __name__ == "__main__":

@@ -76,13 +76,13 @@ def xla_flops(compiled: Any) -> float:
 
 
 def measure(jitted: Callable, args: Sequence[Any], repeats: int, warmup: int,
-            name: str) -> dict[str, float]:
-  """Compiles `jitted` for `args` (timed), then runs it `warmup` times untimed and `repeats`
-  times timed; prints a progress line with `name`.
+            name: str, static_kwargs: Optional[dict[str, Any]] = None) -> dict[str, float]:
+  """Compiles `jitted` for `args` and its `static_kwargs` (timed), then runs it `warmup` times
+  untimed and `repeats` times timed; prints a progress line with `name`.
 
   Returns compile_s, ms (median wall time of the timed calls) and flops (cost analysis).
   """
-  lowered = jitted.lower(*args)
+  lowered = jitted.lower(*args, **(static_kwargs or {}))
   start = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
@@ -185,7 +185,7 @@ def bench_motion(config, steps_list: Sequence[int], repeats: int, warmup: int,
     # The sampler's own jitted window function: what `sample_window` and `MotionStream.push` call.
     timing = measure(sampler._window_fn,  # pylint: disable=protected-access
                      (sampler.params, conditions, drops, noise_rng, *lambdas), repeats, warmup,
-                     f"motion window, {steps} steps")
+                     f"motion window, {steps} steps", static_kwargs={"num_steps": steps})
     results["by_steps"][steps] = {
         "window_ms": timing["ms"], "per_frame_ms": timing["ms"] / model.window,
         "compile_s": timing["compile_s"],

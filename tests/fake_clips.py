@@ -54,23 +54,34 @@ def make_record(clip_number: int, speaker: str, num_frames: int, size: int = 16,
 
 def make_data_dir(path: str, clips_per_speaker: int = 4, num_speakers: int = 3,
                   num_frames=lambda clip_number: 20, clips_per_shard: int = 5,
-                  split: str = "train") -> list[dict]:
-  """Writes shards + manifest; returns the records in read order."""
+                  split: str = "train", test_speakers: int = 0) -> list[dict]:
+  """Writes shards + manifest; returns the records in read order (`split`'s, then "test"'s).
+
+  Clip n is clip n % clips_per_speaker of speaker n // clips_per_speaker; the last
+  `test_speakers` speakers go to split "test", the others to `split`.
+  """
   os.makedirs(path, exist_ok=True)
-  all_records = [make_record(speaker * clips_per_speaker + clip, f"spk{speaker}",
-                             num_frames(speaker * clips_per_speaker + clip))
-                 for speaker in range(num_speakers) for clip in range(clips_per_speaker)]
-  num_shards = -(-len(all_records) // clips_per_shard)
-  names = []
-  for shard in range(num_shards):
-    name = records.shard_name(split, shard, num_shards)
-    chunk = all_records[shard * clips_per_shard:(shard + 1) * clips_per_shard]
-    records.write_shard(os.path.join(path, name), [records.encode_record(r) for r in chunk])
-    names.append(name)
+  all_records, splits = [], {}
+  for split_name, speakers in ((split, range(num_speakers - test_speakers)),
+                               ("test", range(num_speakers - test_speakers, num_speakers))):
+    split_records = [make_record(speaker * clips_per_speaker + clip, f"spk{speaker}",
+                                 num_frames(speaker * clips_per_speaker + clip))
+                     for speaker in speakers for clip in range(clips_per_speaker)]
+    if not split_records:
+      continue
+    num_shards = -(-len(split_records) // clips_per_shard)
+    names = []
+    for shard in range(num_shards):
+      name = records.shard_name(split_name, shard, num_shards)
+      chunk = split_records[shard * clips_per_shard:(shard + 1) * clips_per_shard]
+      records.write_shard(os.path.join(path, name),
+                          [entry for r in chunk for entry in records.encode_clip(r)])
+      names.append(name)
+    splits[split_name] = dict(shards=names, clips=[
+        dict(clip_id=r["clip_id"], speaker_id=r["speaker_id"], num_frames=len(r["frames"]))
+        for r in split_records])
+    all_records.extend(split_records)
   records.write_manifest(path, dict(
       source="synthtalk", resolution=16, fps=25.0, audio_sample_rate=records.AUDIO_SAMPLE_RATE,
-      splits={split: dict(shards=names, clips=[
-          dict(clip_id=r["clip_id"], speaker_id=r["speaker_id"], num_frames=len(r["frames"]))
-          for r in all_records])},
-      num_inputs=len(all_records), skipped={}, skipped_examples={}, settings={}))
+      splits=splits, num_inputs=len(all_records), skipped={}, skipped_examples={}, settings={}))
   return all_records

@@ -86,9 +86,9 @@ def make_motion_data_dir(path: str, splits=(("train", 4), ("test", 2)), motion_d
       os.makedirs(clip_data_dir, exist_ok=True)
       for shard, name in enumerate(names):
         chunk = clip_records[shard * clips_per_shard:(shard + 1) * clips_per_shard]
-        records.write_shard(os.path.join(clip_data_dir, name), [records.encode_record(
-            fake_clips.make_record(int(r["distance_main"]) - 1, r["speaker_id"], num_frames))
-            for r in chunk])
+        records.write_shard(os.path.join(clip_data_dir, name), [
+            entry for r in chunk for entry in records.encode_clip(fake_clips.make_record(
+                int(r["distance_main"]) - 1, r["speaker_id"], num_frames))])
   settings = {"clip_data_dir": clip_data_dir} if clip_data_dir else {}
   manifest = dict(source="synthtalk", fps=FPS, audio_sample_rate=records.AUDIO_SAMPLE_RATE,
                   splits=split_entries, num_inputs=clip_number, skipped={}, skipped_examples={})
@@ -96,6 +96,7 @@ def make_motion_data_dir(path: str, splits=(("train", 4), ("test", 2)), motion_d
     records.write_manifest(clip_data_dir, dict(manifest, resolution=16, settings={}))
   records.write_manifest(path, dict(
       manifest, settings=settings, record_kind=motion_records.RECORD_KIND,
+      format_version=motion_records.MOTION_FORMAT_VERSION,
       motion=dict(pose_dim=motion_records.POSE_DIM, dyn_dim=motion_dim - motion_records.POSE_DIM,
                   motion_dim=motion_dim, latent_checkpoint=latent_checkpoint, latent_step=0),
       audio=dict(features="log_mel", dim=audio_dim, num_mels=audio_dim)))

@@ -36,7 +36,7 @@ def _write_split(path, split, clip_records, clips_per_shard):
   names = [records.shard_name(split, shard, num_shards) for shard in range(num_shards)]
   for shard, name in enumerate(names):
     chunk = clip_records[shard * clips_per_shard:(shard + 1) * clips_per_shard]
-    records.write_shard(os.path.join(path, name), [records.encode_record(r) for r in chunk])
+    records.write_shard(os.path.join(path, name), [e for r in chunk for e in records.encode_clip(r)])
   return {"shards": names, "clips": [
       {"clip_id": r["clip_id"], "speaker_id": r["speaker_id"], "num_frames": len(r["frames"])}
       for r in clip_records]}
@@ -278,3 +278,35 @@ def test_cli_exits_with_the_message(tmp_path, clip_dir, latent_workdir):
   assert result.returncode != 0
   assert "error: config.model.motion_dim is 30" in result.stderr
   assert "7 + dyn_dim 16 = 23" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_three_tasks_and_a_merge_make_the_single_run_directory(
+    tmp_path, clip_dir, latent_workdir, extracted):
+  output_dir = str(tmp_path / "motion")
+  manifest_path = os.path.join(output_dir, records.MANIFEST_NAME)
+  # In manifest order: task 0 takes train-0 and test-0, task 1 train-1, task 2 train-2.
+  shard_names = ["train-00000-of-00003.array_record", "train-00001-of-00003.array_record",
+                 "train-00002-of-00003.array_record", "test-00000-of-00001.array_record"]
+  for task_index in range(3):
+    summary = extract_motion.extract(latent_workdir, clip_dir[0], output_dir,
+                                     tiny_motion_config(), batch_size=BATCH_SIZE, num_tasks=3,
+                                     task_index=task_index)
+    assert summary.manifest_path is None and not os.path.exists(manifest_path)
+    assert summary.shards_extracted == len(shard_names[task_index::3])
+    if task_index < 2:
+      missing = [name for i, name in enumerate(shard_names) if i % 3 > task_index]
+      with pytest.raises(extract_motion.ExtractionError,
+                         match=rf"--merge: {len(missing)} of the 4 shards") as error:
+        extract_motion.extract(latent_workdir, clip_dir[0], output_dir, tiny_motion_config(),
+                               merge=True)
+      assert all(name in str(error.value) for name in missing)
+      assert not any(name in str(error.value) for name in set(shard_names) - set(missing))
+  summary = extract_motion.extract(latent_workdir, clip_dir[0], output_dir, tiny_motion_config(),
+                                   merge=True)
+  assert (summary.shards_extracted, summary.shards_reused, summary.num_clips) == (0, 4, 11)
+  assert records.read_manifest(output_dir) == records.read_manifest(extracted[0])
+  for name in shard_names:
+    with open(os.path.join(extracted[0], name), "rb") as f:
+      single_bytes = f.read()
+    with open(os.path.join(output_dir, name), "rb") as f:
+      assert f.read() == single_bytes, name  # the same records, byte for byte

@@ -360,6 +360,28 @@ def test_second_face_policy(tracker, heads, monkeypatch, second_face, expected):
   assert result.skip_reason == expected, result.measurements
 
 
+def test_the_smallest_face_follows_the_crop_resolution(heads):
+  """A 224 px head-and-shoulders frame (face size ~55 px, ~28 px between the eyes): its crop
+  (2 x face size ~110 px) is enlarged ~1.2x to 128 px, kept; 4.6x to 512 px, too small."""
+  head = np.asarray(Image.fromarray(synthtalk_render.render(heads[2], {}, 384)).resize(
+      (110, 110), Image.Resampling.LANCZOS))
+  frame = np.full((224, 224, 3), 110, np.uint8)
+  frame[77:187, 57:167] = head
+  clip = np.stack([frame] * 3)
+  kept = face_tracker.FaceTracker(face_tracker.TrackerConfig(resolution=128)).track_clip(
+      clip, 25.0)
+  assert kept.skip_reason is None, kept.measurements
+  assert kept.measurements["face_pixels"] < 64  # under the former fixed minimum of 64 px
+  assert 1.0 < kept.measurements["crop_upscale"] < 2.0
+  assert kept.crops.shape == (3, 128, 128, 3)
+  refused = face_tracker.FaceTracker(face_tracker.TrackerConfig(resolution=512)).track_clip(
+      clip, 25.0)
+  assert refused.skip_reason == "face_too_small"
+  assert refused.measurements["crop_upscale"] == pytest.approx(
+      4 * kept.measurements["crop_upscale"])
+  assert refused.measurements["face_fraction"] > 0.1  # too small for 512 px only
+
+
 def test_small_and_blurry_faces(tracker, heads):
   small_head = np.asarray(Image.fromarray(synthtalk_render.render(heads[2], {}, 384)).resize(
       (128, 128), Image.Resampling.LANCZOS))

@@ -5,6 +5,7 @@ import itertools
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests import fake_clips
 from vasa_jax.data import input_pipeline
@@ -120,10 +121,64 @@ def test_processes_read_disjoint_records(data_dir):
   assert seen[0] | seen[1] == set(range(12))
 
 
+class RecordingSource:
+  """A data source that notes the entries read from it."""
+
+  def __init__(self, source):
+    self.source, self.entries_read = source, []
+
+  def __getitem__(self, entry):
+    self.entries_read.append(int(entry))
+    return self.source[entry]
+
+  def __len__(self):
+    return len(self.source)
+
+
+def test_stage1_reads_two_clip_headers_and_its_three_frames_only(data_dir):
+  index = input_pipeline.ClipIndex.load(data_dir, "train")
+  reader = input_pipeline._RecordReader(index)  # pylint: disable=protected-access
+  reader.source = RecordingSource(reader.source)
+  sampler = input_pipeline.Stage1Sampler(reader, 16, input_pipeline.Augmentation())
+  rng = np.random.default_rng(0)
+  first = index.first_entries  # the fake clip numbers are the record indices
+  for record_index in range(len(reader)):
+    reader.source.entries_read.clear()
+    example = sampler(record_index, rng)
+    clip, source_frame = fake_clips.identify_frame(example["source_image"])
+    _, driver_frame = fake_clips.identify_frame(example["driver_image"])
+    other, other_frame = fake_clips.identify_frame(example["cross_identity_image"])
+    assert clip == record_index
+    # Header entries, then frame t at header + 2 + t; never the audio (header + 1).
+    assert sorted(reader.source.entries_read) == sorted([
+        first[clip], first[other], first[clip] + 2 + source_frame,
+        first[clip] + 2 + driver_frame, first[other] + 2 + other_frame])
+
+
 def test_stage1_needs_two_speakers(tmp_path):
   fake_clips.make_data_dir(str(tmp_path), num_speakers=1)
   with pytest.raises(ValueError, match="two speakers"):
     stage1(str(tmp_path))
+
+
+def test_a_split_of_one_speaker_takes_cross_identity_frames_from_another_split(tmp_path, caplog):
+  path = str(tmp_path)
+  fake_clips.make_data_dir(path, num_speakers=4, test_speakers=1)  # test: clips 12-15
+  with pytest.raises(ValueError, match="two speakers"):
+    input_pipeline.stage1_iterator(path, "test", batch_size=4, image_size=16, seed=0)
+  assert input_pipeline.cross_identity_split(path, "train", "test") == "train"
+  with caplog.at_level("INFO"):
+    assert input_pipeline.cross_identity_split(path, "test", "train") == "train"
+  assert "split 'test'" in caplog.text and "one speaker (spk3)" in caplog.text
+  iterator = input_pipeline.stage1_iterator(path, "test", batch_size=4, image_size=16, seed=0,
+                                            cross_identity_split="train")
+  for batch in take(iterator, 3):
+    for i in range(4):
+      clip, _ = fake_clips.identify_frame(batch["source_image"][i])
+      other, other_frame = fake_clips.identify_frame(batch["cross_identity_image"][i])
+      assert 12 <= clip < 16 and other < 12  # the cross-identity frame is a train clip's
+      assert batch["cross_identity_head_pose"][i, 0] == other_frame
+      assert batch["cross_identity_head_pose"][i, 1] == other
 
 
 def test_missing_data_dir_is_named(tmp_path):
@@ -323,16 +378,67 @@ def test_expression_region_mask_holds_what_a_change_of_expression_changes():
   assert changed > 0 and changed_inside / changed > 0.98
 
 
+def reference_augmentation(image, aug):
+  """The augmentation as written out: Pillow's bilinear affine map of the crop box, the flip,
+  then the colour formula in float32 (truncated to uint8)."""
+  size = image.shape[0]
+  side = size / aug["scale"]
+  centre_x, centre_y = size / 2 + aug["shift_x"] * size, size / 2 + aug["shift_y"] * size
+  box = (centre_x - side / 2, centre_y - side / 2, centre_x + side / 2, centre_y + side / 2)
+  image = np.asarray(Image.fromarray(image).transform(
+      (size, size), Image.Transform.EXTENT, box, Image.Resampling.BILINEAR))
+  if aug["flip"]:
+    image = image[:, ::-1]
+  pixels = image.astype(np.float32)
+  grey = pixels.mean(axis=-1, keepdims=True)
+  pixels = grey + (pixels - grey) * aug["saturation"]
+  pixels = (pixels - pixels.mean()) * aug["contrast"] + pixels.mean()
+  return np.clip(pixels * aug["brightness"], 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("scale, shift_x, shift_y, flip", [
+    (1.0, 0.0, 0.0, False), (1.0, 0.0, 0.0, True), (1.05, 0.03, -0.02, True),
+    (0.95, -0.03, 0.01, False)])
+def test_augmented_image_follows_the_written_out_augmentation(scale, shift_x, shift_y, flip):
+  rng = np.random.default_rng(3)
+  size = 96
+  # A smooth colourful image with an edge, so resampling and colour both show.
+  y, x = np.mgrid[:size, :size] / size
+  image = np.stack([200 * x + 20 * rng.random((size, size)), 150 * y + 40 * (x > 0.6),
+                    120 + 60 * np.sin(6 * x * y)], axis=-1).astype(np.uint8)
+  aug = {"flip": flip, "brightness": 1.07, "contrast": 0.92, "saturation": 1.09, "scale": scale,
+         "shift_x": shift_x, "shift_y": shift_y}
+  augmented = input_pipeline._augment_image(image, aug).astype(int)  # pylint: disable=protected-access
+  expected = reference_augmentation(image, aug).astype(int)
+  assert augmented.shape == (size, size, 3)
+  # Output pixels whose 2 x 2 bilinear neighbourhood lies inside the frame (away from the black
+  # beyond it) agree: within one grey level without zoom or shift (OpenCV's colour matrix runs in
+  # fixed point), within a few, mostly one, with them (OpenCV's warp samples at 1/32 pixel in
+  # fixed point, Pillow's in floats).
+  side = size / scale
+  source_x = (np.arange(size) + 0.5) / size * side + size / 2 + shift_x * size - side / 2
+  source_y = (np.arange(size) + 0.5) / size * side + size / 2 + shift_y * size - side / 2
+  if flip:
+    source_x = source_x[::-1]
+  inside = ((source_y[:, None] > 1) & (source_y[:, None] < size - 1)
+            & (source_x[None, :] > 1) & (source_x[None, :] < size - 1))
+  difference = np.abs(augmented - expected)[inside]
+  if scale == 1.0:
+    assert difference.max() <= 1 and difference.mean() < 0.2
+  else:
+    assert difference.max() <= 3 and difference.mean() < 0.8 and (difference > 1).mean() < 0.15
+  assert np.abs(augmented - image.astype(int)).mean() > 2  # the augmentation did change it
+
+
 @pytest.mark.parametrize("flip", [False, True])
 def test_augmented_points_follow_the_augmented_image(flip):
-  """`_augment_points` moves a point where `_apply_augmentation` moves its pixels."""
+  """`_augment_points` moves a point where `_augment_image` moves its pixels."""
   size = 64
   image = np.zeros((size, size, 3), np.uint8)
   image[29:32, 19:22] = 255  # a 3 x 3 blob centred on (x, y) = (20.5, 30.5)
   aug = {"flip": flip, "brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "scale": 1.06,
          "shift_x": 0.04, "shift_y": -0.03}
-  augmented, _, _ = input_pipeline._apply_augmentation(  # pylint: disable=protected-access
-      image, np.zeros(3, np.float32), np.zeros(2, np.float32), aug)
+  augmented = input_pipeline._augment_image(image, aug)  # pylint: disable=protected-access
   weights = augmented[..., 0].astype(np.float64)
   rows, columns = np.mgrid[:size, :size] + 0.5
   centroid = [np.sum(weights * columns) / weights.sum(), np.sum(weights * rows) / weights.sum()]

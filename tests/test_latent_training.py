@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from configs import latent as latent_config
+from tests import fake_clips
 from vasa_jax.data.synthtalk import dataset as synthtalk
 from tests.test_training_loop import assert_trees_equal
 from tests.test_training_loop import one_device_mesh
@@ -321,21 +322,23 @@ def test_sigterm_resume_equals_uninterrupted_run(synthtalk_dir, tmp_path):
   assert_trees_equal(straight, resumed)  # generator, discriminator, both Adam states, EMA
 
 
+class RecordingWriter:
+  """Keeps what an evaluation writes."""
+
+  def __init__(self):
+    self.scalars, self.images = {}, {}
+
+  def write_scalars(self, step, scalars):
+    self.scalars.update(scalars)
+
+  def write_images(self, step, images):
+    self.images.update(images)
+
+
 def test_evaluation_writes_psnr_and_an_image_grid(synthtalk_dir):
   config = tiny_config(synthtalk_dir, eval_every_steps=1)
   task = latent.make_task(config)
   state = jax.jit(lambda rng: nn.meta.unbox(task.init_state(rng)))(loop.root_rng(config))
-
-  class RecordingWriter:
-    def __init__(self):
-      self.scalars, self.images = {}, {}
-
-    def write_scalars(self, step, scalars):
-      self.scalars.update(scalars)
-
-    def write_images(self, step, images):
-      self.images.update(images)
-
   writer = RecordingWriter()
   task.evaluate(state, 1, writer)
   assert set(writer.scalars) == {"eval/psnr_self", "eval/psnr_reenacted",
@@ -345,6 +348,21 @@ def test_evaluation_writes_psnr_and_an_image_grid(synthtalk_dir):
   assert writer.scalars["eval/psnr_self"] < writer.scalars["eval/psnr_mean_colour"]
   (grid,) = writer.images.values()
   assert grid.shape == (1, 2 * 64, 6 * 64, 3) and grid.dtype == np.uint8
+
+
+def test_a_test_split_of_one_speaker_builds_the_evaluation_with_train_cross_identities(
+    tmp_path, caplog):
+  """SynthTalk of 4 speakers puts one in the test split (`data_prep.synthtalk --num_speakers=4`):
+  the evaluation, whose setup refused such a split, is built with its cross-identity frames
+  from the train split (what it then computes is the same as for any split: see
+  test_evaluation_writes_psnr_and_an_image_grid)."""
+  fake_clips.make_data_dir(str(tmp_path), num_speakers=4, test_speakers=1)
+  config = tiny_config(str(tmp_path), eval_every_steps=1)
+  with caplog.at_level(logging.INFO):
+    task = latent.make_task(config)
+  assert task.evaluate is not None
+  assert "split 'test'" in caplog.text and "one speaker (spk3)" in caplog.text
+  assert "from split 'train'" in caplog.text
 
 
 def one_term_setup(synthtalk_dir, term_on: str):

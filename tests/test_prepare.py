@@ -391,3 +391,37 @@ def test_tracker_failure_names_the_clip_and_leaves_no_shard(prepared, tmp_path, 
   with pytest.raises(RuntimeError, match="clip id00001/aaaaaaaaaaa/00001 .*00001.mp4"):
     prepare.prepare(config)
   assert not [n for n in os.listdir(config.output_dir) if n.endswith((".array_record", ".json"))]
+
+
+def test_three_tasks_and_a_merge_make_the_single_run_directory(prepared, tmp_path):
+  single, _ = prepared
+  config = dataclasses.replace(single, output_dir=str(tmp_path / "tasks"), num_workers=1,
+                               num_tasks=3)
+  shard_names = [task.name for task in prepare.plan_shards(
+      prepare.find_clips(single), single.clips_per_shard)]
+  assert len(shard_names) == 5  # task 0: shards 0 and 3; task 1: 1 and 4; task 2: 2
+  for task_index in range(3):
+    summary = prepare.prepare(dataclasses.replace(config, task_index=task_index))
+    assert summary.manifest is None and summary.shards_processed == len(
+        shard_names[task_index::3])
+    assert not os.path.exists(os.path.join(config.output_dir, records.MANIFEST_NAME))
+    if task_index < 2:
+      # Refused, naming the shards the tasks still to run make.
+      with pytest.raises(prepare.PrepareError, match=r"--merge: \d of the 5 planned shards") as e:
+        prepare.prepare(dataclasses.replace(config, merge=True))
+      missing = [name for i, name in enumerate(shard_names) if i % 3 > task_index]
+      assert all(name in str(e.value) for name in missing)
+      assert not any(name in str(e.value) for name in set(shard_names) - set(missing))
+  # A task run again has nothing to do.
+  assert prepare.prepare(dataclasses.replace(config, task_index=1)).shards_processed == 0
+  merged = prepare.prepare(dataclasses.replace(config, merge=True))
+  single_manifest = records.read_manifest(single.output_dir)
+  assert records.read_manifest(config.output_dir) == dict(
+      single_manifest, settings=dict(single_manifest["settings"], output_dir=config.output_dir,
+                                     num_workers=1))
+  assert merged.manifest["splits"] == single_manifest["splits"]
+  for name in shard_names:
+    with open(os.path.join(single.output_dir, name), "rb") as f:
+      single_bytes = f.read()
+    with open(os.path.join(config.output_dir, name), "rb") as f:
+      assert f.read() == single_bytes, name  # the same records, byte for byte

@@ -54,17 +54,6 @@ QUICK_STEPS = {"latent": 30, "motion": 30}
 QUICK_DENOISING_STEPS = 5
 
 
-def _heldout_frames(synthtalk_dir: str, clip_ids: set[str]) -> dict[str, np.ndarray]:
-  """The real frames uint8 [T, S, S, 3] of the held-out clips `clip_ids`."""
-  manifest = records.read_manifest(synthtalk_dir)
-  frames = {}
-  for path in records.split_shard_paths(synthtalk_dir, manifest, "test"):
-    for record in records.read_shard(path):
-      if record["clip_id"] in clip_ids:
-        frames[record["clip_id"]] = np.stack([media.decode_jpeg(f) for f in record["frames"]])
-  return frames
-
-
 def _video_clips(test_clips: Sequence[dict], count: int) -> list[dict]:
   """Up to `count` held-out clips of different speakers, for the videos."""
   chosen, speakers = [], set()
@@ -128,6 +117,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--speech", default=DEFAULT_SPEECH, help="the speech it says")
   parser.add_argument("--num_videos", type=int, default=3,
                       help="held-out clips (of different speakers) in the SynthTalk videos")
+  parser.add_argument("--eval_clips", type=int, default=16,
+                      help="held-out clips scored in summary.json (spread over the speakers)")
   parser.add_argument("--display_scale", type=int, default=4,
                       help="the videos' frames are upscaled by this for viewing")
   args = parser.parse_args(argv)
@@ -162,19 +153,9 @@ def run(args: argparse.Namespace) -> int:
   announce("held-out speakers speak held-out speech; the photo speaks the sentence")
   start = time.perf_counter()
   head = talking_head.TalkingHead(where["latent"], where["motion"])
-  train_clips = synthtalk_check.read_motion_split(where["motion_data"], "train")
-  test_clips = synthtalk_check.read_motion_split(where["motion_data"], "test")
-  real = _heldout_frames(where["synthtalk"], {clip["clip_id"] for clip in test_clips})
-  motion_report, generated_motion = synthtalk_check.evaluate_motion(
-      head.sampler, train_clips, test_clips, seed=data.seed)
-
-  def render(first_frame, motion):
-    appearance = head.encode(first_frame)
-    return np.concatenate(list(head.render(appearance, motion)))
-
-  pixel_report, rendered = synthtalk_check.evaluate_pixels(render, test_clips, real,
-                                                           generated_motion)
-  reconstruction = synthtalk_check.evaluate_reconstruction(render, test_clips, real)
+  report, details = synthtalk_check.evaluate_runs(head, where["motion_data"], where["synthtalk"],
+                                                  seed=data.seed, max_clips=args.eval_clips)
+  test_clips, rendered, real = details["test_clips"], details["rendered"], details["real"]
   outputs = make_videos(workdir, head, test_clips, rendered, real, args.num_videos,
                         args.display_scale)
   outputs["talking_photo.mp4"] = os.path.join(workdir, "talking_photo.mp4")
@@ -189,22 +170,21 @@ def run(args: argparse.Namespace) -> int:
       "quick": bool(args.quick),
       "training_steps": {"latent": latent_config.total_steps,
                          "motion": motion_config.total_steps},
-      "heldout_reconstruction": reconstruction,
-      "motion": motion_report,
-      "pixels": {key: value for key, value in pixel_report.items() if key != "per_clip"},
+      **{key: value for key, value in report.items() if key != "pixels_per_clip"},
       "seconds": dict(seconds, total=round(time.perf_counter() - started, 1)),
       "outputs": outputs,
   }
   with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1)
   generated, real_clips = summary["pixels"]["generated"], summary["pixels"]["real_clips"]
-  print(f"held-out reconstruction PSNR {reconstruction['psnr_db']:.2f} dB; lip sync on the "
+  print(f"held-out reconstruction PSNR {report['heldout_reconstruction']['psnr_db']:.2f} dB; "
+        f"lip sync on the "
         f"pixels (mouth vs speech envelope): generated "
         f"{generated.get('mouth_envelope_correlation', float('nan')):.2f}, shuffled audio "
         f"{generated.get('shuffled_audio_correlation', float('nan')):.2f}, real clips "
         f"{real_clips.get('mouth_envelope_correlation', float('nan')):.2f}; face found in "
         f"{100 * generated.get('face_found_rate', 0):.0f}% of generated frames")
-  print(f"gaze error (degrees): {motion_report['gaze_error_degrees']}")
+  print(f"gaze error (degrees): {report['motion']['gaze_error_degrees']}")
   for name, path in outputs.items():
     print(f"wrote {path}")
   print(f"{workdir}/summary.json; {summary['seconds']['total'] / 60:.1f} minutes in all")

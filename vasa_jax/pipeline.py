@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
@@ -25,7 +27,6 @@ import ml_collections
 from vasa_jax.data import extract_motion
 from vasa_jax.data import motion_records
 from vasa_jax.data import records
-from vasa_jax.data.synthtalk import dataset as synthtalk
 from vasa_jax.trainers import latent as latent_trainer
 from vasa_jax.trainers import motion as motion_trainer
 from vasa_jax.training import sharding
@@ -74,7 +75,14 @@ def make_synthtalk(output_dir: str, settings: SynthTalkSettings) -> bool:
       raise PipelineError(f"{output_dir} holds SynthTalk made with other settings "
                           f"(setting: (there, asked)) {differing}; use another workdir")
     return False
-  synthtalk.main([f"--output_dir={output_dir}"] + settings.flags())
+  # A child interpreter: its worker processes then import the light data set module, not the
+  # caller's (which for `python -m vasa_jax.demo` imports JAX and every trainer).
+  result = subprocess.run(
+      [sys.executable, "-m", "vasa_jax.data.synthtalk.dataset", f"--output_dir={output_dir}"]
+      + settings.flags(), stdout=subprocess.DEVNULL, check=False)
+  if result.returncode:
+    raise PipelineError(f"SynthTalk generation into {output_dir} failed (exit status "
+                        f"{result.returncode}; its messages are above)")
   return True
 
 

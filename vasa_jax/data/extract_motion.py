@@ -24,6 +24,10 @@ everything that decides its content (the input shard's clip ids, a digest of the
 the motion and audio settings). A re-run skips every shard whose file exists and whose sidecar
 holds the matching key, and redoes the rest (all of them with --overwrite). The manifest is
 removed when work starts and written last, so a directory with a manifest is complete.
+
+Many machines: with --num_tasks=N, task --task_index=I extracts the input shards I, I + N, ...
+(in manifest order) and writes no manifest; `--merge` (same flags otherwise) writes it once
+every shard is finished, and refuses, naming the shards missing, before that.
 """
 
 from __future__ import annotations
@@ -240,7 +244,9 @@ class ShardTask:
 
 @dataclasses.dataclass(frozen=True)
 class ExtractSummary:
-  manifest_path: str
+  """What one `extract` run did: clips and frames of its shards (a task's share, or all);
+  manifest_path None for a task of several (no manifest)."""
+  manifest_path: str | None
   num_clips: int
   num_frames: int
   shards_extracted: int
@@ -249,18 +255,23 @@ class ExtractSummary:
 
 
 def shard_tasks(data_dir: str, manifest: Mapping[str, Any]) -> list[ShardTask]:
-  """Every shard of every split, with the manifest's clips cut by each shard's record count."""
+  """Every shard of every split, with the manifest's clips cut by each shard's entry count."""
   tasks = []
   for split, contents in manifest["splits"].items():
     clips = contents["clips"]
     offset = 0
     for path in records.split_shard_paths(data_dir, manifest, split):
-      count = len(grain.sources.ArrayRecordDataSource([path]))
-      tasks.append(ShardTask(split, os.path.basename(path), tuple(clips[offset:offset + count])))
-      offset += count
+      num_entries, first = len(grain.sources.ArrayRecordDataSource([path])), offset
+      while num_entries > 0 and offset < len(clips):
+        num_entries -= records.num_clip_entries(clips[offset]["num_frames"])
+        offset += 1
+      if num_entries:
+        raise ExtractionError(f"{path}: its entries do not add up to the clips the manifest "
+                              "lists for it (stale directory?)")
+      tasks.append(ShardTask(split, os.path.basename(path), tuple(clips[first:offset])))
     if offset != len(clips):
-      raise ExtractionError(f"split {split!r} of {data_dir!r}: the shards hold {offset} records "
-                            f"but the manifest lists {len(clips)} clips (stale directory?)")
+      raise ExtractionError(f"split {split!r} of {data_dir!r}: the shards hold {offset} clips "
+                            f"but the manifest lists {len(clips)} (stale directory?)")
   return tasks
 
 
@@ -292,8 +303,9 @@ def _motion_records(input_path: str, task: ShardTask, encoder: MotionEncoder,
                     progress: tqdm.tqdm) -> Iterator[bytes]:
   """Encoded motion records of one input shard, in its order."""
   source = grain.sources.ArrayRecordDataSource([input_path])
-  for index, entry in enumerate(task.clips):
-    clip = records.decode_record(source[index])
+  first_entries = records.clip_entry_offsets([entry["num_frames"] for entry in task.clips])
+  for index, (entry, first_entry) in enumerate(zip(task.clips, first_entries)):
+    clip = records.read_clip(source, int(first_entry))
     if clip["clip_id"] != entry["clip_id"] or float(clip["fps"]) != featurizer.fps:
       raise ExtractionError(
           f"{input_path} record {index} is clip {clip['clip_id']} at {clip['fps']} fps; the "
@@ -326,16 +338,23 @@ def check_dimensions(motion_config: ml_collections.ConfigDict, dyn_dim: int, aud
 
 def extract(latent_checkpoint: str, shards_dir: str, output_dir: str,
             motion_config: ml_collections.ConfigDict, *, batch_size: int = DEFAULT_BATCH_SIZE,
-            overwrite: bool = False, devices: Sequence[jax.Device] | None = None
-            ) -> ExtractSummary:
+            overwrite: bool = False, devices: Sequence[jax.Device] | None = None,
+            num_tasks: int = 1, task_index: int = 0, merge: bool = False) -> ExtractSummary:
   """Writes the motion shards and manifest of every clip in `shards_dir` (see the module doc).
 
+  With num_tasks > 1, only the input shards task_index, task_index + num_tasks, ... and no
+  manifest; `merge` writes the manifest once every shard is finished (and extracts nothing).
+
   Raises FileNotFoundError / RecordFormatError for a bad input directory, CheckpointError for a
-  bad stage-1 run and ExtractionError for settings that do not fit together.
+  bad stage-1 run and ExtractionError for settings that do not fit together (or a merge with
+  shards missing, named).
   """
   started = time.perf_counter()
   if batch_size < 1:
     raise ExtractionError(f"--batch_size must be >= 1, got {batch_size}")
+  if num_tasks < 1 or not 0 <= task_index < num_tasks:
+    raise ExtractionError(f"need --num_tasks >= 1 and 0 <= --task_index < --num_tasks, got "
+                          f"{num_tasks} and {task_index}")
   manifest = records.read_manifest(shards_dir)
   if manifest.get("record_kind", "clip") != "clip":
     raise ExtractionError(f"{shards_dir!r} holds {manifest['record_kind']!r} records, not clips")
@@ -361,8 +380,20 @@ def extract(latent_checkpoint: str, shards_dir: str, output_dir: str,
                                                        if k != "latent_checkpoint"}}
   os.makedirs(output_dir, exist_ok=True)
   keys = {task.name: shard_key(task, content_settings) for task in tasks}
-  pending = [task for task in tasks
-             if overwrite or not is_finished(os.path.join(output_dir, task.name), keys[task.name])]
+  if merge:
+    missing = [task.name for task in tasks
+               if not is_finished(os.path.join(output_dir, task.name), keys[task.name])]
+    if missing:
+      raise ExtractionError(
+          f"--merge: {len(missing)} of the {len(tasks)} shards are not finished (or were made "
+          f"with other weights or settings) in {output_dir}: {', '.join(missing[:10])}"
+          + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+          + "; run the tasks that make them first")
+    mine, pending = tasks, []
+  else:
+    mine = tasks[task_index::num_tasks]
+    pending = [task for task in mine if overwrite
+               or not is_finished(os.path.join(output_dir, task.name), keys[task.name])]
   if pending:  # the directory is incomplete until the manifest is written again
     manifest_path = os.path.join(output_dir, records.MANIFEST_NAME)
     if os.path.exists(manifest_path):
@@ -377,17 +408,22 @@ def extract(latent_checkpoint: str, shards_dir: str, output_dir: str,
             os.path.join(shards_dir, task.name), task, encoder, featurizer, progress))
         _mark_finished(output_path, keys[task.name], task)
 
-  output_manifest = {
-      key: manifest[key] for key in ("source", "resolution", "fps", "audio_sample_rate", "splits",
-                                     "num_inputs", "skipped", "skipped_examples")
-      if key in manifest}
-  output_manifest.update(
-      record_kind=motion_records.RECORD_KIND, motion=motion_entry, audio=audio_entry,
-      settings={"clip_data_dir": os.path.abspath(shards_dir),
-                "clip_settings": manifest.get("settings", {}), **content_settings})
+  manifest_path = None
+  if num_tasks == 1 or merge:
+    output_manifest = {
+        key: manifest[key] for key in ("source", "resolution", "fps", "audio_sample_rate",
+                                       "splits", "num_inputs", "skipped", "skipped_examples")
+        if key in manifest}
+    output_manifest.update(
+        record_kind=motion_records.RECORD_KIND,
+        format_version=motion_records.MOTION_FORMAT_VERSION, motion=motion_entry,
+        audio=audio_entry, settings={"clip_data_dir": os.path.abspath(shards_dir),
+                                     "clip_settings": manifest.get("settings", {}),
+                                     **content_settings})
+    manifest_path = records.write_manifest(output_dir, output_manifest)
   return ExtractSummary(
-      manifest_path=records.write_manifest(output_dir, output_manifest),
-      num_clips=sum(len(task.clips) for task in tasks),
-      num_frames=sum(clip["num_frames"] for task in tasks for clip in task.clips),
-      shards_extracted=len(pending), shards_reused=len(tasks) - len(pending),
+      manifest_path=manifest_path,
+      num_clips=sum(len(task.clips) for task in mine),
+      num_frames=sum(clip["num_frames"] for task in mine for clip in task.clips),
+      shards_extracted=len(pending), shards_reused=len(mine) - len(pending),
       seconds=time.perf_counter() - started)

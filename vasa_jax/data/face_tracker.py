@@ -10,8 +10,9 @@ to a square `resolution` crop; the annotations follow `vasa_jax.data.records` (l
 pixels, crop_box in source pixels).
 
 A clip is rejected with a reason from SKIP_REASONS: no face in too many frames, a second face of
-comparable size in a substantial share of the detection frames, a face too small in the frame, or a
-blurry face (low variance of the Laplacian on the face resampled to a fixed size).
+comparable size in a substantial share of the detection frames, a face too small in the frame or for
+the crop resolution (its crop would be enlarged more than `max_upscale` times), or a blurry face
+(low variance of the Laplacian on the face resampled to a fixed size).
 """
 
 from __future__ import annotations
@@ -61,9 +62,11 @@ class TrackerConfig:
   detection_threshold: float = 0.0
   # A face smaller than this fraction of the frame's short side -> face_too_small ...
   min_face_fraction: float = 0.1
-  # ... or smaller than this many pixels (face size as above: about twice the inter-ocular
-  # distance).
-  min_face_pixels: int = 64
+  # ... or one whose crop (crop_scale x face size, in source pixels) would be enlarged more than
+  # this many times to `resolution` pixels: a smaller target keeps smaller faces (at crop_scale 2
+  # and 2x, a 128 px target needs a face size of 32 px, about 16 px between the eyes; 512 px
+  # needs 128 px).
+  max_upscale: float = 2.0
   # More frames than this fraction without a face -> no_face.
   max_missing_fraction: float = 0.3
   # A second face counts only if its detector box side is >= this ratio x the main face's ...
@@ -93,8 +96,8 @@ class ClipTrack:
     crops: [T, resolution, resolution, 3] uint8 aligned crops, None when skipped.
     annotations: the `vasa_jax.data.records` annotations dict, None when skipped.
     measurements: what the skip decisions were made from (face_fraction, face_pixels,
-      missing_fraction, second_face_fraction, sharpness), as far as computed; for logs and for
-      calibrating the thresholds.
+      crop_upscale, missing_fraction, second_face_fraction, sharpness), as far as computed; for
+      logs and for calibrating the thresholds.
   """
   skip_reason: str | None
   crops: np.ndarray | None
@@ -335,11 +338,12 @@ class FaceTracker:
     face_pixels = float(np.median(raw.pose_scale[raw.found])) * head_geometry.MODEL_FACE_SIZE_MM
     measurements["face_pixels"] = face_pixels
     measurements["face_fraction"] = face_pixels / min(frame_shape[:2])
+    measurements["crop_upscale"] = config.resolution / (config.crop_scale * face_pixels)
     measurements["sharpness"] = float(np.median(raw.sharpness))
     if not check_quality:
       return None
     if (measurements["face_fraction"] < config.min_face_fraction
-        or face_pixels < config.min_face_pixels):
+        or measurements["crop_upscale"] > config.max_upscale):
       return "face_too_small"
     if measurements["sharpness"] < config.blur_threshold:
       return "blurry"
@@ -391,18 +395,20 @@ class FaceTracker:
     }
     return ClipTrack(None, crops, annotations, measurements)
 
-  def track_clip(self, frames: np.ndarray, fps: float) -> ClipTrack:
+  def track_clip(self, frames: np.ndarray, fps: float, check_quality: bool = True) -> ClipTrack:
     """Tracks the main face through a clip.
 
     Args:
       frames: uint8 [T, H, W, 3] RGB.
       fps: frame rate (sets the crop smoothing window).
+      check_quality: reject small or blurry faces (data preparation); without it only a missing
+        face or several faces reject the clip (measuring generated video).
 
     Returns:
       The ClipTrack; skip_reason says why the clip is unusable (no_face, multiple_faces,
       face_too_small, blurry, checked in this order).
     """
-    return self._track(frames, fps, check_quality=True)
+    return self._track(frames, fps, check_quality=check_quality)
 
   def track_landmarks(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame landmarks of the main face, however many frames lack one (for scoring

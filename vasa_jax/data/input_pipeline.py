@@ -3,6 +3,8 @@
 Two samplers read shards in the `vasa_jax.data.records` layout:
   * stage 1 (face latent autoencoder), on clip records: from one clip two random frames `I_i`
     (source) and `I_j` (driver), plus one frame of a different speaker `I_d` (cross-identity);
+    it reads the two clips' headers (annotations) and the three frames, each frame being an
+    entry of its own, and nothing else of the clips;
   * stage 2 (motion diffusion), on clip records or on the motion records of
     `vasa_jax.data.motion_records` (manifest "record_kind": "motion"): windows of `W` frames of chosen
     per-frame arrays with the `K` preceding frames, clip-level values, and the matching raw audio.
@@ -17,11 +19,12 @@ process's share of the global batch; `make_global_batch` turns them into sharded
 from __future__ import annotations
 
 import dataclasses
-import io
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import cv2
 import grain
 from absl import flags
+from absl import logging
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -30,6 +33,10 @@ from PIL import Image
 from vasa_jax.data import head_geometry
 from vasa_jax.data import motion_records
 from vasa_jax.data import records
+
+# The samplers run in Grain's worker processes and threads: OpenCV's own thread pool on top of
+# them would only oversubscribe the cores.
+cv2.setNumThreads(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +62,9 @@ class ClipIndex:
   speaker_ids: np.ndarray  # [N] int, speaker of each record (index into `speakers`)
   speakers: tuple[str, ...]
   num_frames: np.ndarray  # [N] int
+  # [N] int: the entry of the split's shards (read one after the other) where each record
+  # starts: a clip's header (`records.clip_entry_offsets`), a motion record's only entry.
+  first_entries: np.ndarray
   # "clip" (`vasa_jax.data.records`) or "motion" (`vasa_jax.data.motion_records`): the manifest's
   # "record_kind", which says how records are decoded.
   record_kind: str = "clip"
@@ -68,14 +78,25 @@ class ClipIndex:
       raise ValueError(f"split {split!r} of {data_dir!r} holds no clips")
     speakers = tuple(sorted({clip["speaker_id"] for clip in clips}))
     speaker_number = {speaker: i for i, speaker in enumerate(speakers)}
+    num_frames = np.array([clip["num_frames"] for clip in clips])
+    record_kind = manifest.get("record_kind", "clip")
     return cls(
         shard_paths=tuple(shard_paths),
         clip_ids=tuple(clip["clip_id"] for clip in clips),
         speaker_ids=np.array([speaker_number[clip["speaker_id"]] for clip in clips]),
         speakers=speakers,
-        num_frames=np.array([clip["num_frames"] for clip in clips]),
-        record_kind=manifest.get("record_kind", "clip"),
+        num_frames=num_frames,
+        first_entries=(records.clip_entry_offsets(num_frames) if record_kind == "clip"
+                       else np.arange(len(clips))),
+        record_kind=record_kind,
     )
+
+  @property
+  def num_entries(self) -> int:
+    """The entries the split's shards hold, by the manifest."""
+    if self.record_kind == "clip":
+      return int(sum(records.num_clip_entries(n) for n in self.num_frames))
+    return len(self.clip_ids)
 
 
 # The programs that make each manifest "record_kind".
@@ -98,103 +119,148 @@ def check_data_dir(data_dir: str, record_kind: str, stage: str) -> None:
 
 def decode_frame(jpeg_bytes: bytes, image_size: int) -> np.ndarray:
   """JPEG -> uint8 [image_size, image_size, 3], resized (bicubic) if stored at another size."""
-  image = Image.open(io.BytesIO(jpeg_bytes)).convert("RGB")
-  if image.size != (image_size, image_size):
-    image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
-  return np.asarray(image)
+  return _decode_image(jpeg_bytes, image_size)[0]
 
 
-# Decoder of each manifest "record_kind".
-RECORD_DECODERS = {"clip": records.decode_record,
-                   motion_records.RECORD_KIND: motion_records.decode_motion_record}
+def _decode_image(jpeg_bytes: bytes, image_size: int) -> tuple[np.ndarray, int]:
+  """JPEG -> (uint8 RGB [image_size, image_size, 3], resized bicubic if needed; its stored side).
+
+  OpenCV's libjpeg-turbo decodes to the same pixels as Pillow's, in a third of the time.
+  """
+  image = cv2.imdecode(np.frombuffer(jpeg_bytes, np.uint8), cv2.IMREAD_COLOR_RGB)
+  if image is None:
+    raise records.RecordFormatError("a frame entry is not a JPEG image")
+  stored_size = image.shape[1]
+  if image.shape[:2] != (image_size, image_size):
+    image = np.asarray(Image.fromarray(image).resize((image_size, image_size),
+                                                     Image.Resampling.BICUBIC))
+  return image, stored_size
 
 
 class _RecordReader:
-  """Random access to decoded records of a split (picklable for Grain worker processes)."""
+  """Random access to the records of a split, and to single frames of clip records (picklable
+  for Grain worker processes)."""
 
   def __init__(self, index: ClipIndex):
-    if index.record_kind not in RECORD_DECODERS:
+    if index.record_kind not in RECORD_MAKERS:
       raise records.RecordFormatError(
-          f"manifest record_kind {index.record_kind!r}; this code reads {sorted(RECORD_DECODERS)}")
+          f"manifest record_kind {index.record_kind!r}; this code reads {sorted(RECORD_MAKERS)}")
     self.index = index
-    self.decode = RECORD_DECODERS[index.record_kind]
     self.source = grain.sources.ArrayRecordDataSource(list(index.shard_paths))
-    if len(self.source) != len(index.clip_ids):
+    if len(self.source) != index.num_entries:
       raise records.RecordFormatError(
-          f"the shards hold {len(self.source)} records but the manifest lists "
-          f"{len(index.clip_ids)}: the data directory is incomplete or stale")
+          f"the shards hold {len(self.source)} entries but the manifest's "
+          f"{len(index.clip_ids)} {index.record_kind} records take {index.num_entries}: the "
+          "data directory is incomplete, stale, or in an older format (re-run the program "
+          f"that made it: {RECORD_MAKERS[index.record_kind]})")
 
   def __len__(self) -> int:
-    return len(self.source)
+    return len(self.index.clip_ids)
 
-  def __getitem__(self, record_index: int) -> dict[str, Any]:
-    return self.decode(self.source[int(record_index)])
+  def record(self, record_index: int, with_frames: bool = True) -> dict[str, Any]:
+    """The whole record (a clip's without its frames unless `with_frames`)."""
+    first_entry = int(self.index.first_entries[record_index])
+    if self.index.record_kind == motion_records.RECORD_KIND:
+      return motion_records.decode_motion_record(self.source[first_entry])
+    record = records.read_clip(self.source, first_entry, with_frames)
+    self._check_clip(record_index, record)
+    return record
+
+  def header(self, record_index: int) -> dict[str, Any]:
+    """A clip's header: its record without frames and audio, plus `num_frames`."""
+    header = records.decode_header(self.source[int(self.index.first_entries[record_index])])
+    self._check_clip(record_index, header)
+    return header
+
+  def frame(self, record_index: int, frame: int) -> bytes:
+    """Frame `frame` of clip `record_index`: JPEG bytes."""
+    return self.source[int(self.index.first_entries[record_index]) + records.FIRST_FRAME_ENTRY
+                       + int(frame)]
+
+  def _check_clip(self, record_index: int, record: Mapping[str, Any]) -> None:
+    if record["clip_id"] != self.index.clip_ids[record_index]:
+      raise records.RecordFormatError(
+          f"record {record_index} of the shards is clip {record['clip_id']!r}, the manifest "
+          f"says {self.index.clip_ids[record_index]!r}: the data directory is stale")
 
 
-def split_records(data_dir: str, split: str, record_indices: Sequence[int] | None = None
-                  ) -> Iterator[dict[str, Any]]:
-  """Decoded records of a split (default: all of them, in manifest order), one at a time."""
+def split_records(data_dir: str, split: str, record_indices: Sequence[int] | None = None,
+                  with_frames: bool = True) -> Iterator[dict[str, Any]]:
+  """Decoded records of a split (default: all of them, in manifest order), one at a time;
+  clips without their frames unless `with_frames`."""
   reader = _RecordReader(ClipIndex.load(data_dir, split))
   for record_index in range(len(reader)) if record_indices is None else record_indices:
-    yield reader[record_index]
+    yield reader.record(record_index, with_frames)
 
 
 # ------------------------------------------------------------------------------------------------
 # Stage 1: frame pairs plus a cross-identity frame.
 # ------------------------------------------------------------------------------------------------
 class Stage1Sampler:
-  """Record index -> {source, driver, cross_identity} frames with their annotations."""
+  """Record index -> {source, driver, cross_identity} frames with their annotations.
 
-  def __init__(self, reader: _RecordReader, image_size: int, augmentation: Augmentation):
+  Reads the two clips' headers (annotations) and the three frames it uses, nothing else. The
+  cross-identity frame comes from a clip of another speaker of the split, or of
+  `cross_identity_reader`'s split when one is given; `speaker` and `cross_identity_speaker` are
+  the speakers' numbers among their own split's (sorted) speaker ids.
+  """
+
+  def __init__(self, reader: _RecordReader, image_size: int, augmentation: Augmentation,
+               cross_identity_reader: _RecordReader | None = None):
     self.reader = reader
+    self.cross_identity_reader = cross_identity_reader or reader
     self.image_size = image_size
     self.augmentation = augmentation
-    speaker_ids = reader.index.speaker_ids
-    if len(np.unique(speaker_ids)) < 2:
+    speakers = reader.index.speakers
+    other_speakers = np.array(self.cross_identity_reader.index.speakers)[
+        self.cross_identity_reader.index.speaker_ids]  # [M] speaker id of each record
+    # Records of the cross-identity split whose speaker differs from each speaker of this one.
+    self._others = [np.flatnonzero(other_speakers != speaker) for speaker in speakers]
+    if not all(len(others) for others in self._others):
       raise ValueError(
-          "stage-1 sampling needs at least two speakers in the split (for the cross-identity "
-          f"frame); it has {reader.index.speakers}")
-    # Records of each speaker's complement, for drawing a different speaker.
-    self._others = [np.flatnonzero(speaker_ids != s) for s in range(speaker_ids.max() + 1)]
+          "stage-1 sampling needs at least two speakers (for the cross-identity frame); the "
+          f"split has {speakers}" + ("" if cross_identity_reader is None else
+                                     f", the cross-identity split {tuple(sorted(set(other_speakers)))}"))
 
   def __call__(self, record_index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    record = self.reader[record_index]
-    num_frames = len(record["frames"])
+    index, other_index_of = self.reader.index, self.cross_identity_reader.index
+    num_frames = int(index.num_frames[record_index])
     source_frame, driver_frame = rng.choice(num_frames, size=2, replace=num_frames < 2)
-    other_index = rng.choice(self._others[self.reader.index.speaker_ids[record_index]])
-    other = self.reader[other_index]
-    other_frame = rng.integers(len(other["frames"]))
+    other_index = rng.choice(self._others[index.speaker_ids[record_index]])
+    other_frame = rng.integers(other_index_of.num_frames[other_index])
 
     pair_aug = _sample_augmentation(self.augmentation, rng)
     other_aug = _sample_augmentation(self.augmentation, rng)
-    record_open_eye = open_eye_ratio(record["annotations"]["landmarks"])
+    header = self.reader.header(record_index)
+    other = self.cross_identity_reader.header(other_index)
+    header_open_eye = open_eye_ratio(header["annotations"]["landmarks"])
     other_open_eye = open_eye_ratio(other["annotations"]["landmarks"])
     example = {}
-    for name, rec, frame, aug, open_eye in (
-        ("source", record, source_frame, pair_aug, record_open_eye),
-        ("driver", record, driver_frame, pair_aug, record_open_eye),
-        ("cross_identity", other, other_frame, other_aug, other_open_eye)):
-      image = decode_frame(rec["frames"][frame], self.image_size)
-      head_pose = rec["annotations"]["head_pose"][frame].astype(np.float32)  # [3]
-      gaze = rec["annotations"]["gaze"][frame].astype(np.float32)  # [2]
-      landmarks = rec["annotations"]["landmarks"][frame]  # [68, 2] crop pixels
+    for name, reader, clip_index, clip, frame, aug, open_eye in (
+        ("source", self.reader, record_index, header, source_frame, pair_aug, header_open_eye),
+        ("driver", self.reader, record_index, header, driver_frame, pair_aug, header_open_eye),
+        ("cross_identity", self.cross_identity_reader, other_index, other, other_frame,
+         other_aug, other_open_eye)):
+      image, stored_size = _decode_image(reader.frame(clip_index, frame), self.image_size)
+      head_pose = clip["annotations"]["head_pose"][frame].astype(np.float32)  # [3]
+      gaze = clip["annotations"]["gaze"][frame].astype(np.float32)  # [2]
+      landmarks = clip["annotations"]["landmarks"][frame]  # [68, 2] crop pixels
       if name in ("source", "driver"):
         # Landmarks in the model image's pixels, then moved with the crop's zoom, shift and flip.
-        stored_size = Image.open(io.BytesIO(rec["frames"][frame])).size[0]
         points = _augment_points(landmarks * (self.image_size / stored_size), self.image_size,
                                  aug)
         if name == "driver":
           example["driver_region_mask"] = face_region_mask(points, self.image_size)
         else:
           example["source_expression_mask"] = expression_region_mask(points, self.image_size)
-      image, head_pose, gaze = _apply_augmentation(image, head_pose, gaze, aug)
-      example[f"{name}_image"] = image  # [S, S, 3] uint8
+      head_pose, gaze = _augment_pose(head_pose, gaze, aug)
+      example[f"{name}_image"] = _augment_image(image, aug)  # [S, S, 3] uint8
       example[f"{name}_head_pose"] = head_pose  # [3] yaw, pitch, roll degrees
       example[f"{name}_gaze"] = gaze  # [2] theta, phi degrees
       example[f"{name}_expression"] = expression_measures(  # [EXPRESSION_SIZE]
           landmarks, head_pose, gaze, open_eye)
-    example["speaker"] = np.int32(self.reader.index.speaker_ids[record_index])
-    example["cross_identity_speaker"] = np.int32(self.reader.index.speaker_ids[other_index])
+    example["speaker"] = np.int32(index.speaker_ids[record_index])
+    example["cross_identity_speaker"] = np.int32(other_index_of.speaker_ids[other_index])
     return example
 
 
@@ -229,6 +295,14 @@ def expression_measures(landmarks: np.ndarray, head_pose: np.ndarray, gaze: np.n
                   np.float32)
 
 
+def _fill_box(mask: np.ndarray, in_y: np.ndarray, in_x: np.ndarray) -> None:
+  """Sets `mask` [S, S] to 1 on the rows of `in_y` x the columns of `in_x` ([S] bool, each an
+  interval of pixel centres, so the box is one slice)."""
+  rows, columns = np.flatnonzero(in_y), np.flatnonzero(in_x)
+  if len(rows) and len(columns):
+    mask[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1] = 1
+
+
 def face_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
   """uint8 [size, size] mask, 1 over the mouth and the two eyes of `landmarks` ([68, 2] pixels).
 
@@ -237,17 +311,16 @@ def face_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
   (up and down) its corner-to-corner width, so the lids and the brow edge are inside.
   """
   pixel_centres = np.arange(size) + 0.5  # the same along x and y
-  inside = np.zeros((size, size), bool)
+  mask = np.zeros((size, size), np.uint8)
   for points, half_width, half_height in (
       (landmarks[head_geometry.MOUTH_INDICES], 0.6, 0.6),
       (landmarks[head_geometry.RIGHT_EYE], 0.75, 0.5),
       (landmarks[head_geometry.LEFT_EYE], 0.75, 0.5)):
     centre = points.mean(axis=0)
     extent = np.ptp(points[:, 0]) + 1.0  # corner-to-corner width in pixels (at least 1)
-    in_x = np.abs(pixel_centres - centre[0]) <= half_width * extent  # [S]
-    in_y = np.abs(pixel_centres - centre[1]) <= half_height * extent  # [S]
-    inside |= in_y[:, None] & in_x[None, :]
-  return inside.astype(np.uint8)
+    _fill_box(mask, np.abs(pixel_centres - centre[1]) <= half_height * extent,
+              np.abs(pixel_centres - centre[0]) <= half_width * extent)
+  return mask
 
 
 def expression_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -261,15 +334,16 @@ def expression_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
   pixel_centres = np.arange(size) + 0.5
   jaw = np.asarray(landmarks, np.float64)[head_geometry.JAW]
   margin = 0.15 * (np.ptp(jaw[:, 0]) + 1.0)
-  in_x = (pixel_centres >= jaw[:, 0].min() - margin) & (pixel_centres <= jaw[:, 0].max() + margin)
-  in_y = ((pixel_centres >= landmarks[head_geometry.NOSE_BASE][1]) &
-          (pixel_centres <= jaw[:, 1].max() + margin))
-  lower_face = in_y[:, None] & in_x[None, :]
-  return (lower_face | face_region_mask(landmarks, size).astype(bool)).astype(np.uint8)
+  mask = face_region_mask(landmarks, size)
+  _fill_box(mask, ((pixel_centres >= landmarks[head_geometry.NOSE_BASE][1]) &
+                   (pixel_centres <= jaw[:, 1].max() + margin)),
+            ((pixel_centres >= jaw[:, 0].min() - margin) &
+             (pixel_centres <= jaw[:, 0].max() + margin)))
+  return mask
 
 
 def _augment_points(points: np.ndarray, size: int, aug: dict[str, float]) -> np.ndarray:
-  """Pixel coordinates [N, 2] moved as `_apply_augmentation` moves the image's pixels."""
+  """Pixel coordinates [N, 2] moved as `_augment_image` moves the image's pixels."""
   points = np.asarray(points, np.float64)
   if aug["scale"] != 1.0 or aug["shift_x"] or aug["shift_y"]:
     centre = np.array([size / 2 + aug["shift_x"] * size, size / 2 + aug["shift_y"] * size])
@@ -291,28 +365,51 @@ def _sample_augmentation(aug: Augmentation, rng: np.random.Generator) -> dict[st
   }
 
 
-def _apply_augmentation(image: np.ndarray, head_pose: np.ndarray, gaze: np.ndarray,
-                        aug: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Augments one frame; a flip mirrors yaw, roll and horizontal gaze with it."""
+def _augment_image(image: np.ndarray, aug: dict[str, float]) -> np.ndarray:
+  """Augments one frame, uint8 [S, S, 3] -> uint8 [S, S, 3]: zoom and shift of the crop, flip,
+  then colour.
+
+  The crop box of side S / scale around the shifted centre is resampled to S x S (bilinear; black
+  beyond the frame), mirrored for a flip: one affine warp. Colour, on pixels p with grey
+  g = mean(p) over the channels and m the image's mean: saturation s, contrast c and brightness b
+  give b * ((g + (p - g) * s - m) * c + m), truncated to 0..255; it is affine in p, so one colour
+  matrix.
+  """
   size = image.shape[0]
   if aug["scale"] != 1.0 or aug["shift_x"] or aug["shift_y"]:
     side = size / aug["scale"]
-    centre_x = size / 2 + aug["shift_x"] * size
-    centre_y = size / 2 + aug["shift_y"] * size
-    box = (centre_x - side / 2, centre_y - side / 2, centre_x + side / 2, centre_y + side / 2)
-    image = np.asarray(Image.fromarray(image).transform(
-        (size, size), Image.Transform.EXTENT, box, Image.Resampling.BILINEAR))
+    left = size / 2 + aug["shift_x"] * size - side / 2
+    top = size / 2 + aug["shift_y"] * size - side / 2
+    step = side / size  # source pixels per output pixel
+    # Output pixel u (centre u + 0.5) samples the box at left + (u + 0.5) * step, i.e. OpenCV's
+    # pixel-centre coordinate left + (u + 0.5) * step - 0.5; mirrored, u reads S - 1 - u.
+    x_offset = left + 0.5 * step - 0.5
+    row_x = ([-step, 0.0, step * (size - 1) + x_offset] if aug["flip"]
+             else [step, 0.0, x_offset])
+    image = cv2.warpAffine(
+        image, np.array([row_x, [0.0, step, top + 0.5 * step - 0.5]]), (size, size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+  elif aug["flip"]:
+    image = cv2.flip(image, 1)
+  if aug["brightness"] != 1.0 or aug["contrast"] != 1.0 or aug["saturation"] != 1.0:
+    b, c, s = aug["brightness"], aug["contrast"], aug["saturation"]
+    mean = sum(cv2.sumElems(image)) / image.size
+    own, grey = b * c * s, b * c * (1.0 - s) / 3.0  # weights of p and of each channel in g
+    offset = b * (1.0 - c) * mean - 0.5  # OpenCV rounds; -0.5 makes it truncate
+    image = cv2.transform(image, np.array([[own + grey, grey, grey, offset],
+                                           [grey, own + grey, grey, offset],
+                                           [grey, grey, own + grey, offset]]))
+  return np.ascontiguousarray(image)
+
+
+def _augment_pose(head_pose: np.ndarray, gaze: np.ndarray,
+                  aug: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+  """Head pose [3] and gaze [2] (degrees) of a frame augmented by `aug`: a flip mirrors yaw,
+  roll and horizontal gaze."""
   if aug["flip"]:
-    image = image[:, ::-1]
     head_pose = head_pose * np.array([-1.0, 1.0, -1.0], np.float32)
     gaze = gaze * np.array([-1.0, 1.0], np.float32)
-  if aug["brightness"] != 1.0 or aug["contrast"] != 1.0 or aug["saturation"] != 1.0:
-    pixels = image.astype(np.float32)
-    grey = pixels.mean(axis=-1, keepdims=True)
-    pixels = grey + (pixels - grey) * aug["saturation"]
-    pixels = (pixels - pixels.mean()) * aug["contrast"] + pixels.mean()
-    image = np.clip(pixels * aug["brightness"], 0, 255).astype(np.uint8)
-  return np.ascontiguousarray(image), head_pose, gaze
+  return head_pose, gaze
 
 
 # ------------------------------------------------------------------------------------------------
@@ -357,7 +454,7 @@ class Stage2Sampler:
     self.with_audio = with_audio
 
   def __call__(self, record_index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    record = self.reader[record_index]
+    record = self.reader.record(record_index, with_frames=False)
     num_frames = int(self.reader.index.num_frames[record_index])
     start = int(rng.integers(0, num_frames - self.window + 1))
     previous = np.arange(start - self.num_previous, start)
@@ -426,14 +523,33 @@ def _build_iterator(eligible: np.ndarray, sample_fn: Callable[[int, np.random.Ge
   return iter(iter_dataset)
 
 
+def cross_identity_split(data_dir: str, split: str, fallback_split: str) -> str:
+  """The split whose clips give `split`'s cross-identity frames: `split` itself when it holds two
+  speakers or more, else `fallback_split` (logged; e.g. a small test split of one speaker draws
+  them from the training split)."""
+  speakers = ClipIndex.load(data_dir, split).speakers
+  if len(speakers) > 1:
+    return split
+  logging.info("split %r of %s holds one speaker (%s): its stage-1 cross-identity frames come "
+               "from split %r", split, data_dir, speakers[0], fallback_split)
+  return fallback_split
+
+
 def stage1_iterator(data_dir: str, split: str, *, batch_size: int, image_size: int, seed: int,
                     augmentation: Augmentation = Augmentation(), shuffle: bool = True,
                     num_epochs: int | None = None, process_index: int | None = None,
                     process_count: int | None = None, num_workers: int = 0,
-                    prefetch_batches: int = 2) -> grain.DatasetIterator:
-  """Batches of `Stage1Sampler` examples: this process's share of `batch_size`."""
+                    prefetch_batches: int = 2,
+                    cross_identity_split: str | None = None) -> grain.DatasetIterator:
+  """Batches of `Stage1Sampler` examples: this process's share of `batch_size`.
+
+  cross_identity_split: the split whose clips (of other speakers) give the cross-identity
+    frames; default `split` (see `cross_identity_split` for a split of one speaker).
+  """
   reader = _RecordReader(ClipIndex.load(data_dir, split))
-  sampler = Stage1Sampler(reader, image_size, augmentation)
+  cross_identity_reader = (None if cross_identity_split in (None, split) else
+                           _RecordReader(ClipIndex.load(data_dir, cross_identity_split)))
+  sampler = Stage1Sampler(reader, image_size, augmentation, cross_identity_reader)
   return _build_iterator(
       np.arange(len(reader.index.clip_ids)), sampler, batch_size=batch_size, seed=seed,
       shuffle=shuffle, num_epochs=num_epochs,
@@ -459,6 +575,30 @@ def stage2_iterator(data_dir: str, split: str, *, batch_size: int, window: int,
   return _build_iterator(
       eligible, sampler, batch_size=batch_size, seed=seed, shuffle=shuffle,
       num_epochs=num_epochs,
+      process_index=jax.process_index() if process_index is None else process_index,
+      process_count=jax.process_count() if process_count is None else process_count,
+      num_workers=num_workers, prefetch_batches=prefetch_batches)
+
+
+def sampler_iterator(data_dir: str, split: str,
+                     make_sampler: Callable[[Any], Callable[[int, np.random.Generator], Any]], *,
+                     min_frames: int, batch_size: int, seed: int, shuffle: bool = True,
+                     num_epochs: int | None = None, process_index: int | None = None,
+                     process_count: int | None = None, num_workers: int = 0,
+                     prefetch_batches: int = 2) -> grain.DatasetIterator:
+  """The same Grain graph over another stage's sampler (e.g. `vasa_jax.trainers.syncnet`'s).
+
+  `make_sampler(reader)` gets the split's record reader (`reader[i]` is decoded record i) and
+  returns the per-example function (record index, rng) -> example; clips shorter than
+  `min_frames` are left out.
+  """
+  index = ClipIndex.load(data_dir, split)
+  eligible = np.flatnonzero(index.num_frames >= min_frames)
+  if len(eligible) == 0:
+    raise ValueError(f"no clip of split {split!r} in {data_dir!r} has {min_frames} frames")
+  return _build_iterator(
+      eligible, make_sampler(_RecordReader(index)), batch_size=batch_size, seed=seed,
+      shuffle=shuffle, num_epochs=num_epochs,
       process_index=jax.process_index() if process_index is None else process_index,
       process_count=jax.process_count() if process_count is None else process_count,
       num_workers=num_workers, prefetch_batches=prefetch_batches)

@@ -1,8 +1,8 @@
 """The stage-2 record: one clip's motion latents, speech features and control signals.
 
-`data_prep.extract_motion` writes these (one ArrayRecord entry per clip, msgpack through
-`vasa_jax.data.records.encode_record`'s serialisation, shards and `manifest.json` in the same layout
-as the clip records) and `vasa_jax.trainers.motion` reads them through
+`data_prep.extract_motion` writes these (one ArrayRecord entry per clip, a msgpack document as a
+clip record's header is, shards and `manifest.json` in the same layout as the clip records, the
+manifest's "format_version" MOTION_FORMAT_VERSION) and `vasa_jax.trainers.motion` reads them through
 `vasa_jax.data.input_pipeline.stage2_iterator`.
 
 Motion record, format version MOTION_FORMAT_VERSION (T frames, N audio samples):

@@ -24,7 +24,13 @@ written, skip counts, skipped examples) and a key of its clips and content setti
 written atomically, the sidecar last, so a re-run skips every shard whose sidecar matches its key
 and rebuilds the manifest from the sidecars alone. A shard whose clips were all skipped is still
 written (empty) with its sidecar, so it is not redone, but it is left out of the manifest's shard
-list, so readers never open an empty shard.
+list, so readers never open an empty shard. The manifest is removed when a run has shards to make
+and written last, so a directory with a manifest is complete.
+
+Many machines: with --num_tasks=N, task --task_index=I (0 <= I < N) prepares the planned shards
+I, I + N, I + 2N, ... (in plan order, every split's) and writes no manifest; each task resumes on
+its own like a single run. `--merge` (same flags otherwise) then writes the manifest from the
+sidecars, and refuses, naming the shards missing, until every task's shards exist.
 """
 
 from __future__ import annotations
@@ -84,6 +90,9 @@ class PrepareConfig:
       are relative to input_dir.
     silence_dbfs: clips whose audio RMS level is below this are skipped as silent.
     jpeg_quality: JPEG quality of the stored frames.
+    num_tasks: independent tasks (machines, array jobs) that share the planned shards.
+    task_index: which of them this run is, 0 <= task_index < num_tasks.
+    merge: write the manifest of the shards all tasks made (and prepare nothing).
   """
   source: str
   input_dir: str
@@ -98,6 +107,9 @@ class PrepareConfig:
   manifest_csv: str | None = None
   silence_dbfs: float = -50.0
   jpeg_quality: int = 90
+  num_tasks: int = 1
+  task_index: int = 0
+  merge: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,11 +144,16 @@ class ShardTask:
     return records.shard_name(self.split, self.index, self.num_shards)
 
 
+# PrepareConfig fields that say which share of the work a run does: left out of the manifest's
+# settings, so the manifest of a merge is that of a single run.
+TASK_FIELDS = ("num_tasks", "task_index", "merge")
+
+
 @dataclasses.dataclass(frozen=True)
 class PrepareSummary:
-  """What one `prepare` run did."""
-  manifest_path: str
-  manifest: dict[str, Any]
+  """What one `prepare` run did (a task of several writes no manifest: None)."""
+  manifest_path: str | None
+  manifest: dict[str, Any] | None
   shards_processed: int
   shards_reused: int
 
@@ -309,6 +326,11 @@ def _check_settings(config: PrepareConfig) -> None:
     problems.append(f"--test_fraction must be in [0, 1], got {config.test_fraction}")
   if not 1 <= config.jpeg_quality <= 100:
     problems.append(f"--jpeg_quality must be in [1, 100], got {config.jpeg_quality}")
+  if config.num_tasks < 1:
+    problems.append(f"--num_tasks must be at least 1, got {config.num_tasks}")
+  elif not 0 <= config.task_index < config.num_tasks:
+    problems.append(f"--task_index must be in [0, {config.num_tasks - 1}] for --num_tasks="
+                    f"{config.num_tasks}, got {config.task_index}")
   if os.path.exists(config.output_dir) and not os.path.isdir(config.output_dir):
     problems.append(f"--output_dir {config.output_dir} exists and is not a directory")
   if problems:
@@ -455,7 +477,7 @@ def process_shard(task: ShardTask, config: PrepareConfig, tracker: face_tracker.
       if reason is None:
         kept.append(dict(clip_id=clip.clip_id, speaker_id=clip.speaker_id,
                          num_frames=len(record["frames"])))
-        yield records.encode_record(record)
+        yield from records.encode_clip(record)
       else:
         skipped[reason] = skipped.get(reason, 0) + 1
         examples = skipped_examples.setdefault(reason, [])
@@ -527,7 +549,9 @@ def build_manifest(tasks: Sequence[ShardTask], results: dict[str, dict[str, Any]
     for reason, examples in result["skipped_examples"].items():
       kept = skipped_examples.setdefault(reason, [])
       kept.extend(examples[:MAX_SKIPPED_EXAMPLES - len(kept)])
-  settings = dict(dataclasses.asdict(config), input_dir=os.path.abspath(config.input_dir),
+  settings = {name: value for name, value in dataclasses.asdict(config).items()
+              if name not in TASK_FIELDS}
+  settings.update(input_dir=os.path.abspath(config.input_dir),
                   output_dir=os.path.abspath(config.output_dir),
                   tracker=dataclasses.asdict(tracker_config(config)))
   return dict(
@@ -537,8 +561,38 @@ def build_manifest(tasks: Sequence[ShardTask], results: dict[str, dict[str, Any]
       skipped_examples=skipped_examples, settings=settings)
 
 
+def _write_manifest(tasks: Sequence[ShardTask], results: dict[str, dict[str, Any]],
+                    config: PrepareConfig) -> tuple[str, dict[str, Any]]:
+  manifest = build_manifest(tasks, results, config)
+  manifest_path = records.write_manifest(config.output_dir, manifest)
+  for split, contents in manifest["splits"].items():
+    logging.info("split %s: %d clips in %d shards", split, len(contents["clips"]),
+                 len(contents["shards"]))
+    if not contents["clips"]:
+      logging.warning("split %s has no clips: every one of its inputs was skipped", split)
+  logging.info("skipped: %s", {r: n for r, n in manifest["skipped"].items() if n})
+  return manifest_path, manifest
+
+
+def merge(config: PrepareConfig, tasks: Sequence[ShardTask]) -> PrepareSummary:
+  """Writes the manifest once every planned shard is finished; raises PrepareError naming the
+  shards that are not."""
+  results = {task.name: load_finished_shard(task, config) for task in tasks}
+  missing = [task.name for task in tasks if results[task.name] is None]
+  if missing:
+    raise PrepareError(
+        f"--merge: {len(missing)} of the {len(tasks)} planned shards are not finished (or were "
+        f"made with other flags) in {config.output_dir}: {', '.join(missing[:10])}"
+        + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        + "; run the tasks that make them first")
+  manifest_path, manifest = _write_manifest(tasks, results, config)
+  return PrepareSummary(manifest_path=manifest_path, manifest=manifest, shards_processed=0,
+                        shards_reused=len(tasks))
+
+
 def prepare(config: PrepareConfig) -> PrepareSummary:
-  """Prepares (or finishes preparing) `config.output_dir` and writes its manifest."""
+  """Prepares (or finishes preparing) `config.output_dir`'s shards, all of them or this task's
+  share, and writes its manifest (single runs and --merge)."""
   _check_settings(config)
   clips = find_clips(config)
   tasks = plan_shards(clips, config.clips_per_shard)
@@ -549,31 +603,38 @@ def prepare(config: PrepareConfig) -> PrepareSummary:
   if stale:
     logging.warning("%s holds %d shards this run does not plan (left alone, not in the "
                     "manifest), e.g. %s", config.output_dir, len(stale), stale[:3])
+  if config.merge:
+    return merge(config, tasks)
 
+  mine = tasks[config.task_index::config.num_tasks]
   results = {}
   pending = []
-  for task in tasks:
+  for task in mine:
     result = load_finished_shard(task, config)
     if result is None:
       pending.append(task)
     else:
       results[task.name] = result
-  logging.info("%d clips in %d shards: %d shards already done, %d to prepare with %d workers",
-               len(clips), len(tasks), len(results), len(pending), config.num_workers)
+  share = (f"task {config.task_index} of {config.num_tasks}: " if config.num_tasks > 1 else "")
+  logging.info("%s%d clips in %d shards: %d shards already done, %d to prepare with %d workers",
+               share, sum(len(t.clips) for t in mine), len(mine), len(results), len(pending),
+               config.num_workers)
   if pending:
+    # The directory is incomplete until the manifest is written again.
+    manifest_path = os.path.join(config.output_dir, records.MANIFEST_NAME)
+    if os.path.exists(manifest_path):
+      os.remove(manifest_path)
     with tqdm.tqdm(total=sum(len(t.clips) for t in pending), unit="clip",
                    desc="preparing") as progress:
       for result in _run_shards(pending, config):
         results[result["shard"]] = result
         progress.update(result["num_inputs"])
 
-  manifest = build_manifest(tasks, results, config)
-  manifest_path = records.write_manifest(config.output_dir, manifest)
-  for split, contents in manifest["splits"].items():
-    logging.info("split %s: %d clips in %d shards", split, len(contents["clips"]),
-                 len(contents["shards"]))
-    if not contents["clips"]:
-      logging.warning("split %s has no clips: every one of its inputs was skipped", split)
-  logging.info("skipped: %s", {r: n for r, n in manifest["skipped"].items() if n})
+  if config.num_tasks > 1:
+    logging.info("%sits %d shards are done; run with --merge once every task has finished",
+                 share, len(mine))
+    return PrepareSummary(manifest_path=None, manifest=None, shards_processed=len(pending),
+                          shards_reused=len(mine) - len(pending))
+  manifest_path, manifest = _write_manifest(tasks, results, config)
   return PrepareSummary(manifest_path=manifest_path, manifest=manifest,
                         shards_processed=len(pending), shards_reused=len(tasks) - len(pending))

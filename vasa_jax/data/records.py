@@ -1,10 +1,25 @@
-"""The on-disk clip record: one ArrayRecord entry per video clip, shared by every writer and reader.
+"""The on-disk clip record: one clip in ArrayRecord entries, shared by every writer and reader.
 
-A record is a msgpack document (`flax.serialization`), so numpy arrays keep dtype and shape and
-bytes stay bytes. Writers: `data_prep.prepare` (real video) and `data_prep.synthtalk` (synthetic
-heads with ground truth). Readers: `vasa_jax.data.input_pipeline`.
+Writers: `data_prep.prepare` (real video) and `data_prep.synthtalk` (synthetic heads with ground
+truth). Readers: `vasa_jax.data.input_pipeline` (training), `vasa_jax.data.extract_motion`, and
+`read_shard` (tools and tests).
 
-Clip record, format version 1 (T frames, N audio samples):
+Format version 2 stores a clip as T + 2 consecutive entries of its shard, so a reader takes one
+frame without reading the others (stage 1 uses three frames of clips of hundreds):
+
+  entry 0       the clip header: a msgpack document (`flax.serialization`, numpy arrays keep
+                dtype and shape) of every field below except `frames` and `audio`, plus
+                `num_frames` (T)
+  entry 1       the audio: int16 little-endian PCM bytes
+  entry 2 + t   frame t: the JPEG bytes as they are
+
+The clips of a shard follow each other in the manifest's order, so clip k of a split starts at
+entry sum_{j<k} (T_j + 2) of its shards read one after the other (`clip_entry_offsets`).
+Format 1 (one msgpack document per clip, the frames inside) is refused: re-run the program that
+made the directory.
+
+In memory (what writers give `encode_clip` and `read_shard` returns) a clip is one dict, the
+clip record (T frames, N audio samples):
 
   format_version      int     RECORD_FORMAT_VERSION
   clip_id             str     unique within a data set, e.g. "id00012/abc123XYZ/00001"
@@ -38,16 +53,22 @@ Clip record, format version 1 (T frames, N audio samples):
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from flax import serialization
 
-RECORD_FORMAT_VERSION = 1
+RECORD_FORMAT_VERSION = 2
 AUDIO_SAMPLE_RATE = 16_000
 # Inter-ocular distance, as a fraction of the source frame's short side, that maps to distance 1.
 REFERENCE_INTEROCULAR = 0.25
 NUM_LANDMARKS = 68
+# A clip's entries in its shard: the header, the audio, then one per frame.
+HEADER_ENTRY = 0
+AUDIO_ENTRY = 1
+FIRST_FRAME_ENTRY = 2
+# The programs that write clip records (named by errors about old or missing directories).
+CLIP_RECORD_MAKERS = "`python -m data_prep.prepare` or `python -m data_prep.synthtalk`"
 
 REQUIRED_KEYS = (
     "format_version", "clip_id", "speaker_id", "source", "source_path", "fps", "resolution",
@@ -63,6 +84,13 @@ class RecordFormatError(ValueError):
   """A record does not follow the clip record format."""
 
 
+def _old_format_error(what: str, version: Any) -> RecordFormatError:
+  return RecordFormatError(
+      f"{what} is in clip record format {version}; this code reads format "
+      f"{RECORD_FORMAT_VERSION} (each frame in an entry of its own, see "
+      f"vasa_jax/data/records.py): re-run {CLIP_RECORD_MAKERS} to rewrite the directory")
+
+
 def validate_record(record: Mapping[str, Any]) -> None:
   """Raises RecordFormatError naming the first field that breaks the format."""
   missing = [key for key in REQUIRED_KEYS if key not in record]
@@ -73,6 +101,8 @@ def validate_record(record: Mapping[str, Any]) -> None:
         f"clip record has format_version {record['format_version']}, this code reads "
         f"{RECORD_FORMAT_VERSION}")
   num_frames = len(record["frames"])
+  if num_frames < 1:
+    raise RecordFormatError(f"clip {record['clip_id']} has no frames")
   annotations = record["annotations"]
   missing = [key for key in ANNOTATION_KEYS if key not in annotations]
   if missing:
@@ -96,19 +126,60 @@ def validate_record(record: Mapping[str, Any]) -> None:
         f"clip {record['clip_id']}: audio must be 1-D int16, got {audio.dtype} {audio.shape}")
 
 
-def encode_record(record: Mapping[str, Any]) -> bytes:
-  """Validates and serialises one clip record."""
+def encode_clip(record: Mapping[str, Any]) -> list[bytes]:
+  """Validates a clip record and returns its T + 2 shard entries (header, audio, frames)."""
   validate_record(record)
-  return serialization.msgpack_serialize(dict(record))
+  header = {key: value for key, value in record.items() if key not in ("frames", "audio")}
+  header["num_frames"] = len(record["frames"])
+  return [serialization.msgpack_serialize(header),
+          np.asarray(record["audio"], "<i2").tobytes(), *record["frames"]]
 
 
-def decode_record(data: bytes) -> dict[str, Any]:
-  """Deserialises one clip record (numpy arrays come back with their dtypes)."""
-  record = serialization.msgpack_restore(data)
-  if record.get("format_version") != RECORD_FORMAT_VERSION:
+def num_clip_entries(num_frames: int) -> int:
+  """How many shard entries a clip of `num_frames` frames takes."""
+  return FIRST_FRAME_ENTRY + int(num_frames)
+
+
+def clip_entry_offsets(num_frames: Sequence[int]) -> np.ndarray:
+  """int64 [N]: the first entry of each of N consecutive clips of `num_frames` frames."""
+  sizes = FIRST_FRAME_ENTRY + np.asarray(num_frames, np.int64)
+  return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
+def decode_header(data: bytes) -> dict[str, Any]:
+  """A clip's header entry -> the clip record's fields but `frames` and `audio`, plus
+  `num_frames`. Raises RecordFormatError for an older format or for an entry that is no
+  header (the shards and the manifest disagree)."""
+  try:
+    header = serialization.msgpack_restore(data)
+  except Exception as error:  # msgpack raises several types for bytes that are not a document
     raise RecordFormatError(
-        f"record has format_version {record.get('format_version')}, this code reads "
-        f"{RECORD_FORMAT_VERSION}")
+        "a shard entry read as a clip header is not one: the shards do not match the "
+        "manifest (an incomplete or stale directory?)") from error
+  if not isinstance(header, dict) or "format_version" not in header:
+    raise RecordFormatError(
+        "a shard entry read as a clip header is not one: the shards do not match the manifest "
+        "(an incomplete or stale directory?)")
+  if header["format_version"] != RECORD_FORMAT_VERSION:
+    raise _old_format_error("a shard record", header["format_version"])
+  return header
+
+
+def decode_audio(data: bytes) -> np.ndarray:
+  """A clip's audio entry -> int16 [N]."""
+  return np.frombuffer(data, "<i2").astype(np.int16)
+
+
+def read_clip(entries: Any, first_entry: int, with_frames: bool = True) -> dict[str, Any]:
+  """The clip record whose header is entry `first_entry` of `entries` (anything that maps an
+  entry number to its bytes, e.g. a `grain.sources.ArrayRecordDataSource` or a list);
+  without `with_frames`, the record lacks `frames` (and its frames are not read)."""
+  header = decode_header(entries[first_entry])
+  record = {key: value for key, value in header.items() if key != "num_frames"}
+  record["audio"] = decode_audio(entries[first_entry + AUDIO_ENTRY])
+  if with_frames:
+    first_frame = first_entry + FIRST_FRAME_ENTRY
+    record["frames"] = [entries[first_frame + t] for t in range(header["num_frames"])]
   return record
 
 
@@ -117,10 +188,11 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
   return f"{split}-{index:05d}-of-{num_shards:05d}.array_record"
 
 
-def write_shard(path: str, encoded_records: Iterable[bytes]) -> int:
+def write_shard(path: str, entries: Iterable[bytes]) -> int:
   """Writes an ArrayRecord shard atomically (a finished shard is complete or absent).
 
-  Returns the number of records written.
+  `entries`: the shard's entries in order (`encode_clip`'s of each clip, or one motion record
+  each). Returns the number of entries written.
   """
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
 
@@ -128,7 +200,7 @@ def write_shard(path: str, encoded_records: Iterable[bytes]) -> int:
   writer = array_record_module.ArrayRecordWriter(tmp_path, "group_size:1")
   count = 0
   try:
-    for data in encoded_records:
+    for data in entries:
       writer.write(data)
       count += 1
   except BaseException:
@@ -141,26 +213,35 @@ def write_shard(path: str, encoded_records: Iterable[bytes]) -> int:
 
 
 def read_shard(path: str) -> list[dict[str, Any]]:
-  """Reads every record of one shard (for tools and tests; training reads through Grain)."""
+  """Every clip record of one clip shard, frames included (for tools and tests; training reads
+  single frames through `vasa_jax.data.input_pipeline`)."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
 
   reader = array_record_module.ArrayRecordReader(path)
   try:
-    return [decode_record(data) for data in reader.read_all()]
+    entries = reader.read_all()
   finally:
     reader.close()
+  clips, first_entry = [], 0
+  while first_entry < len(entries):
+    clips.append(read_clip(entries, first_entry))
+    first_entry += num_clip_entries(len(clips[-1]["frames"]))
+  return clips
 
 
 # ----------------------------------------------------------------------------------------------
 # manifest.json: what a prepared data directory holds.
 #
-#   format_version     int    RECORD_FORMAT_VERSION
+#   format_version     int    the format of the records: RECORD_FORMAT_VERSION for clip records
+#                             (a motion directory, "record_kind": "motion", has its own:
+#                             `vasa_jax.data.motion_records.MOTION_FORMAT_VERSION`)
 #   source             str    "voxceleb2" | "folder" | "synthtalk"
 #   resolution, fps, audio_sample_rate
 #   splits             {split: {"shards": [file names in read order],
 #                               "clips": [{"clip_id", "speaker_id", "num_frames"}, ...]}}
-#                      `clips` lists every record in the order Grain's ArrayRecordDataSource reads
-#                      the split's shards (shard by shard, record by record).
+#                      `clips` lists every clip in the order its shards hold them, the shards
+#                      read one after the other (`clip_entry_offsets` of the num_frames give
+#                      each clip's first entry).
 #   num_inputs         int    videos or clips considered
 #   skipped            {reason: count}  (every reason, zero counts included)
 #   skipped_examples   {reason: [up to 20 source paths]}
@@ -170,18 +251,21 @@ MANIFEST_NAME = "manifest.json"
 
 
 def write_manifest(output_dir: str, manifest: Mapping[str, Any]) -> str:
-  """Writes manifest.json atomically and returns its path."""
+  """Writes manifest.json atomically and returns its path; `format_version` is
+  RECORD_FORMAT_VERSION unless `manifest` gives one (motion directories)."""
   import json  # pylint: disable=g-import-not-at-top
 
   path = os.path.join(output_dir, MANIFEST_NAME)
   with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(dict(manifest, format_version=RECORD_FORMAT_VERSION), f, indent=1)
+    json.dump({"format_version": RECORD_FORMAT_VERSION, **manifest}, f, indent=1)
   os.replace(path + ".tmp", path)
   return path
 
 
 def read_manifest(data_dir: str) -> dict[str, Any]:
-  """Reads a prepared directory's manifest, with errors that say what is wrong."""
+  """Reads a prepared directory's manifest, with errors that say what is wrong (a directory of
+  clip records in an older format is refused here; motion records are checked one by one by
+  `vasa_jax.data.motion_records`)."""
   import json  # pylint: disable=g-import-not-at-top
 
   path = os.path.join(data_dir, MANIFEST_NAME)
@@ -189,14 +273,12 @@ def read_manifest(data_dir: str) -> dict[str, Any]:
     raise FileNotFoundError(f"data directory {data_dir!r} does not exist")
   if not os.path.exists(path):
     raise FileNotFoundError(
-        f"{data_dir!r} has no {MANIFEST_NAME}: prepare it with `python -m data_prep.prepare` "
-        "or `python -m data_prep.synthtalk` first")
+        f"{data_dir!r} has no {MANIFEST_NAME}: prepare it with {CLIP_RECORD_MAKERS} first")
   with open(path, encoding="utf-8") as f:
     manifest = json.load(f)
-  if manifest.get("format_version") != RECORD_FORMAT_VERSION:
-    raise RecordFormatError(
-        f"{path} has format_version {manifest.get('format_version')}, this code reads "
-        f"{RECORD_FORMAT_VERSION}")
+  if (manifest.get("record_kind", "clip") == "clip"
+      and manifest.get("format_version") != RECORD_FORMAT_VERSION):
+    raise _old_format_error(repr(data_dir), manifest.get("format_version"))
   return manifest
 
 

@@ -45,9 +45,10 @@ class MouthTrack:
   opening: np.ndarray
 
 
-def track_mouth(frames: np.ndarray, tracker: Optional[face_tracker.FaceTracker] = None,
-                measure_size: int = MEASURE_SIZE) -> MouthTrack:
-  """Mouth opening per frame of uint8 [T, H, W, 3] video, as data preparation measures it."""
+def upscale_for_tracking(frames: np.ndarray, measure_size: int = MEASURE_SIZE
+                         ) -> tuple[np.ndarray, float]:
+  """(frames upscaled (bicubic) so that their short side is at least `measure_size`, the
+  scale); frames already that large come back as they are with scale 1."""
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.dtype != np.uint8 or not len(frames):
     raise ValueError(f"frames must be uint8 [T > 0, H, W, 3], got {frames.dtype} {frames.shape}")
@@ -57,12 +58,23 @@ def track_mouth(frames: np.ndarray, tracker: Optional[face_tracker.FaceTracker] 
     size = (round(width * scale), round(height * scale))
     frames = np.stack([np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BICUBIC))
                        for frame in frames])
-  tracker = tracker or face_tracker.FaceTracker()
-  found, landmarks = tracker.track_landmarks(frames)
-  opening = np.full(len(frames), np.nan)
+  return frames, scale
+
+
+def mouth_track(found: np.ndarray, landmarks: np.ndarray) -> MouthTrack:
+  """The mouth opening of tracked 68-point landmarks [T, 68, 2] (NaN where `found` is False)."""
+  opening = np.full(len(found), np.nan)
   for t in np.flatnonzero(found):
     opening[t] = head_geometry.mouth_aspect_ratio(landmarks[t])
-  return MouthTrack(found=found, opening=opening)
+  return MouthTrack(found=np.asarray(found, bool), opening=opening)
+
+
+def track_mouth(frames: np.ndarray, tracker: Optional[face_tracker.FaceTracker] = None,
+                measure_size: int = MEASURE_SIZE) -> MouthTrack:
+  """Mouth opening per frame of uint8 [T, H, W, 3] video, as data preparation measures it."""
+  frames, _ = upscale_for_tracking(frames, measure_size)
+  tracker = tracker or face_tracker.FaceTracker()
+  return mouth_track(*tracker.track_landmarks(frames))
 
 
 def best_lag_correlation(x: np.ndarray, y: np.ndarray, max_lag: int = MAX_LAG_FRAMES

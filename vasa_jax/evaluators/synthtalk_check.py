@@ -26,7 +26,7 @@ clip's speech).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from array_record.python import array_record_module
@@ -249,3 +249,52 @@ def evaluate_reconstruction(render_fn, test_clips: Sequence[dict],
   control = lip_sync.shuffled_control(tracks, waveforms, float(test_clips[0]["fps"]))
   return {"psnr_db": _mean(psnrs), "num_clips": len(psnrs),
           "pixels": _rounded(lip_sync.summarise(scores, control))}
+
+
+def heldout_frames(synthtalk_dir: str, clip_ids: set[str], split: str = "test"
+                   ) -> dict[str, np.ndarray]:
+  """The real frames uint8 [T, S, S, 3] of the clips `clip_ids` of a SynthTalk split."""
+  manifest = records.read_manifest(synthtalk_dir)
+  frames = {}
+  for path in records.split_shard_paths(synthtalk_dir, manifest, split):
+    for record in records.read_shard(path):
+      if record["clip_id"] in clip_ids:
+        frames[record["clip_id"]] = np.stack([media.decode_jpeg(f) for f in record["frames"]])
+  return frames
+
+
+def spread_over_speakers(clips: Sequence[dict], count: Optional[int]) -> list[dict]:
+  """Up to `count` clips (None: all), taking each speaker's first clip before any second one."""
+  by_speaker: dict[str, list[dict]] = {}
+  for clip in clips:
+    by_speaker.setdefault(clip["speaker_id"], []).append(clip)
+  ordered = [clip for rank in range(max(map(len, by_speaker.values()), default=0))
+             for speaker_clips in by_speaker.values() if rank < len(speaker_clips)
+             for clip in [speaker_clips[rank]]]
+  return ordered if count is None else ordered[:count]
+
+
+def evaluate_runs(head, motion_data_dir: str, synthtalk_dir: str, seed: int = 0,
+                  max_clips: Optional[int] = None) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Every score of this module for a trained pair of stages on held-out SynthTalk clips.
+
+  head: a `talking_head.TalkingHead` of the two runs; motion_data_dir: their `extract_motion`
+  output; synthtalk_dir: the SynthTalk set it was extracted from; max_clips: held-out clips
+  scored (None: all; `spread_over_speakers` picks them). Returns (report, details):
+  details holds the held-out motion records ("test_clips"), the rendered generated videos and
+  the real frames per clip id ("rendered", "real"), for videos and figures.
+  """
+  train_clips = read_motion_split(motion_data_dir, "train")
+  test_clips = spread_over_speakers(read_motion_split(motion_data_dir, "test"), max_clips)
+  real = heldout_frames(synthtalk_dir, {clip["clip_id"] for clip in test_clips})
+  motion_report, generated_motion = evaluate_motion(head.sampler, train_clips, test_clips, seed)
+
+  def render(first_frame: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    return np.concatenate(list(head.render(head.encode(first_frame), motion)))
+
+  pixel_report, rendered = evaluate_pixels(render, test_clips, real, generated_motion)
+  report = {"heldout_reconstruction": evaluate_reconstruction(render, test_clips, real),
+            "motion": motion_report,
+            "pixels": {key: value for key, value in pixel_report.items() if key != "per_clip"},
+            "pixels_per_clip": pixel_report["per_clip"]}
+  return report, {"test_clips": test_clips, "rendered": rendered, "real": real}

@@ -474,7 +474,8 @@ def make_evaluate(networks: Networks, config):
   eval_batch = next(input_pipeline.stage1_iterator(
       config.data_dir, config.data.eval_split, batch_size=config.data.eval_batch_size,
       image_size=config.image_size, seed=config.seed, shuffle=False, process_index=0,
-      process_count=1))
+      process_count=1, cross_identity_split=input_pipeline.cross_identity_split(
+          config.data_dir, config.data.eval_split, config.data.train_split)))
   host_images = {name: np.asarray(eval_batch[f"{name}_image"])  # uint8 [B, S, S, 3]
                  for name in ("source", "driver", "cross_identity")}
   source = host_images["source"].astype(np.float32) / 127.5 - 1.0  # to_model_range

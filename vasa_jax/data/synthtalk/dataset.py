@@ -401,12 +401,12 @@ def make_clip(settings: Settings, speaker_index: int, clip_index: int) -> dict[s
   }
 
 
-def _encoded_clip(task: tuple[Settings, int, int]) -> tuple[bytes, dict[str, Any]]:
-  """Worker: (settings, speaker, clip) -> (encoded record, manifest entry)."""
+def _encoded_clip(task: tuple[Settings, int, int]) -> tuple[list[bytes], dict[str, Any]]:
+  """Worker: (settings, speaker, clip) -> (the clip's shard entries, manifest entry)."""
   record = make_clip(*task)
   entry = {"clip_id": record["clip_id"], "speaker_id": record["speaker_id"],
            "num_frames": len(record["frames"])}
-  return records.encode_record(record), entry
+  return records.encode_clip(record), entry
 
 
 # ----------------------------------------------------------------------------------------------
@@ -442,7 +442,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _clip_stream(tasks: list[tuple[Settings, int, int]],
-                 num_workers: int) -> Iterator[tuple[bytes, dict[str, Any]]]:
+                 num_workers: int) -> Iterator[tuple[list[bytes], dict[str, Any]]]:
   """Encoded clips in task order, made by `num_workers` processes (or in this one)."""
   if num_workers == 1:
     yield from map(_encoded_clip, tasks)
@@ -477,10 +477,10 @@ def generate(args: argparse.Namespace) -> str:
 
       def shard_records(size=size):
         for _ in range(size):
-          data, entry = next(stream)
-          clips.append(entry)
+          entries, clip = next(stream)
+          clips.append(clip)
           progress.update(1)
-          yield data
+          yield from entries
 
       name = records.shard_name(split, shard, num_shards)
       records.write_shard(os.path.join(args.output_dir, name), shard_records())

@@ -1,0 +1,58 @@
+"""SyncNet (joonson/syncnet_python's architecture) trained here, `vasa_jax.trainers.syncnet`.
+
+  python -m data_prep.synthtalk --output_dir=/data/synthtalk --resolution=128
+  python -m vasa_jax.train --config=configs/syncnet.py:cpu --workdir=/tmp/syncnet \
+      --config.data_dir=/data/synthtalk
+  python -m vasa_jax.evaluate --generated=... --syncnet=/tmp/syncnet/syncnet.npz \
+      --syncnet_width=0.25
+
+Variants (after the colon):
+  paper (default): the released network's widths (1.0); for a GPU/TPU.
+  cpu: every hidden channel count x 0.25 (16-48-96-64-64-128 audio, 24-64-64-64-64-128 lips, 128
+      wide heads; embeddings stay 1024-d), batch 16; trains on SynthTalk on a CPU in minutes
+      (experiments/syncnet_synthtalk.py). Input sizes are the original's (224 x 224 x 5 lips,
+      13 x 20 MFCCs), so the evaluator scores with it exactly as with the released weights.
+"""
+
+import ml_collections
+
+from vasa_jax.training import base_config
+
+VARIANTS = ("paper", "cpu")
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  """SyncNet training config; `arg` is the variant: "paper" (default) or "cpu"."""
+  variant = arg or "paper"
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown configs/syncnet.py variant {variant!r}; choose one of {VARIANTS}")
+  cpu = variant == "cpu"
+  config = base_config.base_config()
+  config.stage = "syncnet"
+  config.total_steps = 400 if cpu else 50_000
+  config.batch_size = 16 if cpu else 64
+  config.log_every_steps = 20 if cpu else 100
+  config.eval_every_steps = 100 if cpu else 2000
+  config.checkpoint_every_steps = 200 if cpu else 2000
+
+  config.model = ml_collections.ConfigDict()
+  # Multiplier of every hidden channel count (1.0: syncnet_v2.model's network).
+  config.model.width = 0.25 if cpu else 1.0
+
+  # Contrastive loss margin: offset pairs are pushed to at least this embedding distance (the
+  # initial network's distances are ~25).
+  config.margin = 10.0
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 1e-3 if cpu else 1e-4  # Adam
+  config.optimizer.grad_clip_norm = 10.0  # global-norm gradient clipping
+
+  config.data.train_split = "train"
+  config.data.eval_split = "test"
+  # Share of matched (in-sync) examples; the rest have their audio moved by a false offset.
+  config.data.matched_fraction = 0.5
+  # False offsets, in frames either way: |offset| in [min_offset, max_offset] (the evaluator
+  # searches +-15).
+  config.data.min_offset = 1
+  config.data.max_offset = 15
+  return config
