@@ -349,7 +349,7 @@ def summary_line(stage: str, remat: bool, entry: dict, result: dict) -> str:
           f"{sum(measured['parameters'].values()) / 1e6:.1f}M | "
           f"{measured['flops_per_step'] / 1e12:.2f} | {sizes['arguments'] / gib:.2f} | "
           f"{sizes['temporaries'] / gib:.2f} | {sizes['total'] / gib:.2f} | "
-          f"{projected['step_s']:.3f} | {projected['days_to_total_steps']:.1f} |")
+          f"{projected['step_s']:.3g} | {projected['days_to_total_steps']:.3g} |")
 
 
 TABLE_HEADER = ("| stage | remat | batch/device | parameters | TFLOPs/step (measured) | "

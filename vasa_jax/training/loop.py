@@ -32,6 +32,7 @@ import flax.linen as nn
 import grain
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import tqdm
 from jax.sharding import Mesh, NamedSharding
 
@@ -187,6 +188,22 @@ def jit_train_step(train_step: Callable, shardings: Any, data_sharding: NamedSha
                  out_shardings=(shardings, sharding_lib.replicated(mesh)), donate_argnums=0)
 
 
+# How long a process that has compiled the train step waits for the others (compile times
+# differ between hosts; a paper-size model compiles in minutes).
+COMPILE_BARRIER_TIMEOUT_S = 3600
+
+
+def wait_for_every_process(name: str) -> None:
+  """A barrier over the processes of JAX's distributed runtime (nothing with one process).
+
+  Run after compiling: the first step's collectives give up on a process that is still compiling
+  (gloo on CPUs after 30 s), the runtime's barrier waits up to COMPILE_BARRIER_TIMEOUT_S.
+  """
+  if jax.process_count() > 1:
+    ocp.multihost.sync_global_processes(name, timeout=COMPILE_BARRIER_TIMEOUT_S,
+                                        processes=set(range(jax.process_count())))
+
+
 def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
   """Trains to `config.total_steps` (resuming from `workdir`) and returns the final state."""
   check_batch_size(config, mesh)
@@ -228,14 +245,16 @@ def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
     with checkpoint_lib.PreemptionWatcher() as preemption:
       for step in range(start_step, config.total_steps):
         batch = input_pipeline.make_global_batch(next(task.train_iterator), data_sharding)
+        rng = jax.random.fold_in(step_rng, step)
         if step == start_step:
-          logging.info("compiling the train step (the first step waits for it; minutes for a "
-                       "large model on CPU)")
+          logging.info("compiling the train step (minutes for a large model on CPU)")
           compile_start = time.perf_counter()
-        state, metrics = train_step(state, batch, jax.random.fold_in(step_rng, step), frozen)
-        if step == start_step:
+          train_step = train_step.lower(state, batch, rng, frozen).compile()
+          wait_for_every_process("vasa_jax_train_step_compiled")
           logging.info("train step compiled in %.1f s; training steps %d to %d",
                        time.perf_counter() - compile_start, start_step + 1, config.total_steps)
+        state, metrics = train_step(state, batch, rng, frozen)
+        if step == start_step:
           # Started after the compilation, so that steps/s and the ETA measure training.
           progress = tqdm.tqdm(total=config.total_steps, initial=start_step, desc="train",
                                unit="step", dynamic_ncols=True, smoothing=0.1,
