@@ -3,8 +3,8 @@ devices each, collectives over gloo) for both stages at tiny size.
 
 One launch is stopped by a SIGTERM to process 1 alone; a second launch resumes it to the end. The
 two processes must stop at the same step after one checkpoint saved together, the resumed run's
-final state must equal a 1-process run over the same 8-device mesh and global batches bit for
-bit, only process 0 may write metrics and images, and the two processes must read disjoint
+final state must equal a 1-process run over the same 8-device mesh and global batches (to
+float32 rounding), only process 0 may write metrics and images, and the two processes must read disjoint
 training records (tests/multihost_worker.py logs each example's clip id).
 """
 
@@ -207,8 +207,11 @@ def check_two_process_training(stage: str, data_dir: str, tmp_path, cache: str,
   expected = by_name(reference_state(stage, make_config(stage, overrides)))
   actual = by_name(restored)
   assert actual.keys() == expected.keys()
+  # Equal up to float32 rounding: gloo's cross-process all-reduce sums the gradient shares in
+  # another order than the one-process program (differences ~1e-9); another batch split or a
+  # step taken twice or missed would differ by the size of an update.
   for name, value in expected.items():
-    np.testing.assert_array_equal(actual[name], value, err_msg=name)
+    np.testing.assert_allclose(actual[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
 
   # Process 0 alone writes: one TensorBoard event file per launch, with the held-out metrics and
   # images of the evaluation at the last step, and metrics.json.

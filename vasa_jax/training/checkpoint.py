@@ -226,8 +226,15 @@ def restore_for_inference(workdir: str, stage: str, step: int | None = None
     if step is None:
       raise CheckpointError(f"{directory!r} holds no checkpoint")
     try:
+      # Every array onto this process's first device: the checkpoint may have been written by
+      # other devices or processes (a multi-host run), which Orbax will not restore onto
+      # without a target.
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      target = jax.tree.map(
+          lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+          manager.item_metadata(step)[STATE_ITEM])
       restored = manager.restore(step, args=ocp.args.Composite(**{
-          STATE_ITEM: ocp.args.StandardRestore()}))
+          STATE_ITEM: ocp.args.StandardRestore(target)}))
     except Exception as error:  # Orbax raises many types for damaged files.
       raise CheckpointError(f"cannot read checkpoint {directory!r} step {step}: "
                             f"{type(error).__name__}: {error}") from error
