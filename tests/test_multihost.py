@@ -4,8 +4,8 @@ devices each, collectives over gloo) for both stages at tiny size.
 One launch is stopped by a SIGTERM to process 1 alone; a second launch resumes it to the end. The
 two processes must stop at the same step after one checkpoint saved together, the resumed run's
 final state must equal a 1-process run over the same 8-device mesh and global batches (to
-float32 rounding), only process 0 may write metrics and images, and the two processes must read disjoint
-training records (tests/multihost_worker.py logs each example's clip id).
+float32 rounding), only process 0 may write metrics and images, and the two processes must read
+disjoint training records (tests/multihost_worker.py logs each example's clip id).
 """
 
 import glob
