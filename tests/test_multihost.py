@@ -208,10 +208,12 @@ def check_two_process_training(stage: str, data_dir: str, tmp_path, cache: str,
   actual = by_name(restored)
   assert actual.keys() == expected.keys()
   # Equal up to float32 rounding: gloo's cross-process all-reduce sums the gradient shares in
-  # another order than the one-process program (differences ~1e-9); another batch split or a
-  # step taken twice or missed would differ by the size of an update.
+  # another order than the one-process program (differences ~1e-9), which Adam's normalisation
+  # enlarges where the exact gradient is zero (attention key biases: up to ~5e-5 after 6 steps
+  # at learning rate 1e-3); another batch split or a step taken twice or missed would differ by
+  # the size of an update.
   for name, value in expected.items():
-    np.testing.assert_allclose(actual[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(actual[name], value, rtol=1e-4, atol=2e-4, err_msg=name)
 
   # Process 0 alone writes: one TensorBoard event file per launch, with the held-out metrics and
   # images of the evaluation at the last step, and metrics.json.
