@@ -41,9 +41,10 @@ def model_config(image_size) -> ml_collections.ConfigDict:
   model = ml_collections.ConfigDict()
   # Resolution of the (square) images fed to the model; a reference to `config.image_size`.
   model.image_size = image_size
-  # Compute dtype of the activations ("float32", or "bfloat16" on accelerators); parameters are
-  # always float32, normalisation always runs in float32.
-  model.dtype = "float32"
+  # Compute dtype of the activations: "float32", "bfloat16", or "auto" = bfloat16 on GPUs and
+  # TPUs, float32 on CPUs (`layers.compute_dtype`); parameters are always float32, normalisation
+  # always runs in float32.
+  model.dtype = "auto"
   # Rematerialise every residual block in the backward pass (less memory, ~1/3 more compute).
   model.remat = False
   # Group-norm groups (reduced to a divisor of the channel count of narrow layers).
@@ -112,6 +113,7 @@ def model_config(image_size) -> ml_collections.ConfigDict:
 
 def _shrink_to_tiny(model: ml_collections.ConfigDict) -> None:
   """Narrow layers and single residual blocks; the volume is 8 channels x 4 x 8 x 8 at 64 px."""
+  model.dtype = "float32"  # the CPU-validated recipes of tiny, small and demo, on any device
   model.num_groups = 4
   model.volume_channels = 8
   model.volume_depth = 4

@@ -91,7 +91,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.model.entry_blend_frames = 3.0
   config.model.remat = False  # recompute each layer's activations in the backward pass
   config.model.scan = not tiny  # stack the layers with nn.scan (one compiled layer)
-  config.model.dtype = "float32"  # compute dtype; "bfloat16" on GPU/TPU
+  # Compute dtype: "float32", "bfloat16", or "auto" = bfloat16 on GPUs and TPUs, float32 on CPUs
+  # (`layers.compute_dtype`); parameters, layer norms and softmax are float32 whatever it is.
+  config.model.dtype = "float32" if tiny else "auto"
 
   config.diffusion = ml_collections.ConfigDict()
   # Noise schedule of `vasa_jax.diffusion.schedules.make_schedule` ("linear" or "cosine").

@@ -134,3 +134,9 @@ def test_latent_tiny_trains_from_the_command_line(tmp_path):
           for value in event.summary.value}
   assert {"loss/l1", "loss/cycle", "loss/discriminator", "eval/psnr_reenacted"} <= tags
   assert any(tag.startswith("eval/source_self_driver") for tag in tags)
+
+
+def test_distributed_flags_without_multihost_are_refused(tmp_path):
+  result = run_module("--config=configs/motion.py:tiny", f"--workdir={tmp_path / 'work'}",
+                      "--num_processes=2", "--process_id=1")
+  assert_one_error_line(result, "--num_processes --process_id only apply with --multihost")

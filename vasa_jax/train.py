@@ -4,9 +4,14 @@ The config's `stage` names the trainer module `vasa_jax.trainers.<stage>`, which
 `train_and_evaluate(config, workdir, mesh)`. Config fields are overridden on the command line
 (`--config.batch_size=32 --config.data_dir=/data/vox2`). Re-running with the same workdir resumes
 from its newest checkpoint; a run already at `total_steps` says there is nothing to do and exits
-0. On a multi-host cluster, pass `--multihost` on every host: `jax.distributed.initialize()` then
-finds the coordinator from the cluster's environment (TPU pods, SLURM, Open MPI) and each process
-reads its own share of every batch.
+0. On several hosts, start one process per host with `--multihost`: JAX's distributed runtime
+(`jax.distributed.initialize()`) then finds the coordinator, the process count and this process's
+index in the cluster's environment (SLURM, Open MPI, Kubernetes, TPU pods), or takes them from
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`. The mesh then spans every
+device of every process, each process reads its own share of every batch (disjoint records), and
+process 0 alone writes metrics, images and the config; a SIGTERM to any process stops all of
+them at the same step after one checkpoint saved together (docs/training.md, "Many GPUs and many
+hosts").
 
 Mistakes in the command line, the config or the data (an unknown `--config.` field, a missing or
 empty data directory, data of the other stage, a checkpoint of another model) end with one line
@@ -34,8 +39,18 @@ from vasa_jax.training import sharding
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
-_MULTIHOST = flags.DEFINE_bool("multihost", False,
-                               "Initialise JAX's distributed runtime (one process per host).")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Initialise JAX's distributed runtime (one process per host), from the "
+    "cluster's environment or the three flags below.")
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "With --multihost: HOST:PORT where process 0 serves the "
+    "distributed runtime (default: from the cluster's environment).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "With --multihost: how many processes take part (default: from the "
+    "cluster's environment).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "With --multihost: this process's index, 0 to num_processes - 1 "
+    "(default: from the cluster's environment).")
 
 # Errors that name a problem of the command line, config, data or workdir: printed as one line.
 USER_ERRORS = (ValueError, OSError, KeyError, loop.NonFiniteLossError)
@@ -121,12 +136,30 @@ def parse_flags(argv: list[str]) -> list[str]:
     _fail(_unknown_field_message(error, argv), argv)
 
 
+def initialize_distributed() -> None:
+  """With --multihost, `jax.distributed.initialize()` from the explicit flags given and the
+  cluster's environment for the rest; without it, refuses the explicit flags."""
+  explicit = {"coordinator_address": _COORDINATOR_ADDRESS.value,
+              "num_processes": _NUM_PROCESSES.value, "process_id": _PROCESS_ID.value}
+  given = {name: value for name, value in explicit.items() if value is not None}
+  if not _MULTIHOST.value:
+    if given:
+      raise ValueError(f"--{' --'.join(given)} only apply with --multihost")
+    return
+  try:
+    jax.distributed.initialize(**given)
+  except ValueError as error:  # nothing in the environment to fill the missing values from
+    raise ValueError(
+        f"--multihost: {one_line(error)} (outside SLURM, Open MPI, Kubernetes or a TPU pod pass "
+        "--coordinator_address=HOST:PORT --num_processes=N --process_id=I to every process)"
+    ) from error
+
+
 def train(argv: list[str]) -> None:
   """Builds the stage's trainer and trains (or says there is nothing to do)."""
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments: {argv[1:]}")
-  if _MULTIHOST.value:
-    jax.distributed.initialize()
+  initialize_distributed()
   config = _CONFIG.value
   trainer = trainer_module(config.stage)
   workdir = _WORKDIR.value

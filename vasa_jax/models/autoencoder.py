@@ -27,6 +27,7 @@ import ml_collections
 
 from vasa_jax.models import encoders
 from vasa_jax.models import generators
+from vasa_jax.models import layers
 from vasa_jax.models import warping
 
 
@@ -129,7 +130,7 @@ def volume_shape(model_config: ml_collections.ConfigDict) -> tuple[int, int, int
 def submodules_from_config(model_config: ml_collections.ConfigDict) -> dict[str, nn.Module]:
   """The FaceAutoencoder's parts, by field name, from `config.model`."""
   shared = dict(num_groups=model_config.num_groups, remat=model_config.remat,
-                dtype=jnp.dtype(model_config.dtype), param_dtype=jnp.float32)
+                dtype=layers.compute_dtype(model_config.dtype), param_dtype=jnp.float32)
   appearance, identity, motion = (model_config.appearance, model_config.identity,
                                   model_config.motion)
   warp, canonical, decoder = model_config.warping, model_config.canonical, model_config.decoder

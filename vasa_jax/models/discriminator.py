@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vasa_jax.models import layers
+
 Dtype = Any
 
 # Slope of the leaky ReLU after the discriminator's convs (pix2pixHD).
@@ -66,7 +68,7 @@ class PatchDiscriminator(nn.Module):
     for layer in range(self.num_layers + 1):
       channels = min(self.base_features * 2**layer, self.max_features)
       stride = 2 if layer < self.num_layers else 1
-      features = self._conv(channels, stride, f"conv_{layer}")(features)
+      features = layers.batch_sharded(self._conv(channels, stride, f"conv_{layer}")(features))
       if layer > 0:
         features = self._normalise(features, f"norm_{layer}")
       features = nn.leaky_relu(features, NEGATIVE_SLOPE)

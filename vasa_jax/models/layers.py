@@ -5,6 +5,11 @@ Every parameter carries logical axis names (`nn.with_logical_partitioning`) that
 axis "channels", dense kernels `[in, out]` are named ("embed", "mlp") unless told otherwise.
 Computation runs in `dtype` (bfloat16 on accelerators), parameters are stored in `param_dtype`
 (float32) and group normalisation is always computed in float32.
+
+Activations are pinned to the batch sharding at every conv and dense output (`batch_sharded`,
+active while the training loop traces its step under `sharding.activation_rules`): with the parameters
+FSDP-sharded over their output channels, XLA would otherwise shard activations by channel and
+gather the global batch across devices; pinned, it gathers the (parameter-sized) weights instead.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vasa_jax.training import sharding
+
 Dtype = Any
 
 # Slope of the leaky ReLU used after every normalisation.
@@ -25,6 +32,20 @@ NEGATIVE_SLOPE = 0.2
 def activation(features: jax.Array) -> jax.Array:
   """The nonlinearity of every block (leaky ReLU keeps gradients alive in GAN training)."""
   return nn.leaky_relu(features, NEGATIVE_SLOPE)
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+  """A config's `model.dtype`: "float32", "bfloat16", or "auto" = bfloat16 on GPUs and TPUs
+  (their matrix units run it at full rate) and float32 on CPUs."""
+  if name == "auto":
+    return jnp.dtype(jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32)
+  return jnp.dtype(name)
+
+
+def batch_sharded(features: jax.Array) -> jax.Array:
+  """`features` [B, ...] constrained to be split over the mesh's "batch" axes along B and whole
+  along the other axes (a no-op outside the training loop's `sharding.activation_rules`)."""
+  return sharding.constrain_activation(features, ("batch",) + (None,) * (features.ndim - 1))
 
 
 def _kernel_init(zero_init: bool, names: Sequence[Optional[str]]):
@@ -48,11 +69,11 @@ class _Conv(nn.Module):
 
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:  # [B, *spatial, Cin] -> [B, *spatial, Cout]
-    return nn.Conv(
+    return batch_sharded(nn.Conv(
         self.features, (self.kernel_size,) * self.spatial_dims, padding="SAME",
         use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=_kernel_init(self.zero_init, (None,) * (self.spatial_dims + 1) + ("channels",)),
-        bias_init=_channel_param_init(nn.initializers.zeros_init()), name="conv")(features)
+        bias_init=_channel_param_init(nn.initializers.zeros_init()), name="conv")(features))
 
 
 class Conv2D(_Conv):
@@ -74,13 +95,13 @@ class Dense(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, inputs: jax.Array) -> jax.Array:  # [..., in] -> [..., out]
-    return nn.Dense(
+  def __call__(self, inputs: jax.Array) -> jax.Array:  # [B, ..., in] -> [B, ..., out]
+    return batch_sharded(nn.Dense(
         self.features, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=_kernel_init(self.zero_init, self.kernel_axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                (self.kernel_axes[1],)),
-        name="dense")(inputs)
+        name="dense")(inputs))
 
 
 def group_count(channels: int, num_groups: int) -> int:

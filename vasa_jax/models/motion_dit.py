@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vasa_jax.diffusion import conditioning
+from vasa_jax.models import layers
 
 Dtype = Any
 
@@ -130,6 +131,9 @@ class TransformerBlock(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> tuple[jax.Array, None]:  # [B, L, D]
+    # The residual stream stays split along the batch only (`layers.batch_sharded`): FSDP gathers
+    # the weights, not the tokens. The MLP's hidden units may follow a "model" axis.
+    tokens = layers.batch_sharded(tokens)
     width = tokens.shape[-1]
     tokens = tokens + SelfAttention(
         self.num_heads, self.dropout, self.deterministic, self.dtype, self.param_dtype,
@@ -139,7 +143,7 @@ class TransformerBlock(nn.Module):
     hidden = _dense(width, ("mlp", "embed"), self.dtype, self.param_dtype, "mlp_out")(
         nn.gelu(hidden))
     tokens = tokens + nn.Dropout(self.dropout, deterministic=self.deterministic)(hidden)
-    return tokens, None
+    return layers.batch_sharded(tokens), None
 
 
 class MotionDiT(nn.Module):
@@ -176,7 +180,7 @@ class MotionDiT(nn.Module):
         mlp_dim=model_config.mlp_dim, dropout=model_config.dropout,
         carry_previous=model_config.carry_previous,
         entry_blend_frames=model_config.entry_blend_frames, remat=model_config.remat,
-        scan_layers=model_config.scan, dtype=jnp.dtype(model_config.dtype),
+        scan_layers=model_config.scan, dtype=layers.compute_dtype(model_config.dtype),
         param_dtype=jnp.float32)
 
   def _embedding(self, name: str, shape: tuple[int, ...]) -> jax.Array:

@@ -2,9 +2,11 @@
 
 Pure JAX functions (no Flax modules), usable under `jit` and `vmap`; the coordinate maths is
 float32 (or float64 for float64 inputs) whatever the dtype of the sampled features. The samplers
-gather the interpolation corners by flat index and have a custom VJP that gathers them again in
-the backward pass, so reverse-mode differentiation (in the features and the grid) keeps no
-per-corner copies; forward-mode (`jax.jvp`, `jax.jacfwd`) is not supported through them.
+gather the interpolation corners by flat index within each example (mapped over the batch, so a
+batch sharded over devices is warped without any cross-device traffic) and have a custom VJP
+that gathers them again in the backward pass, so reverse-mode differentiation (in the features
+and the grid) keeps no per-corner copies; forward-mode (`jax.jvp`, `jax.jacfwd`) is not
+supported through them.
 
 Conventions:
   * A volume is `[B, D, H, W, C]`, an image `[B, H, W, C]`.
@@ -52,46 +54,46 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 def _interpolation_corner(index: jax.Array, corner: jax.Array, sizes: tuple[int, ...],
                           zero_padding: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """One of the 2^N corners of N-linear interpolation at continuous voxel indices.
+  """One of the 2^N corners of N-linear interpolation at continuous voxel indices, one example.
 
   Args:
-    index: [B, P, N] continuous voxel indices in coordinate order (x fastest in memory).
+    index: [P, N] continuous voxel indices in coordinate order (x fastest in memory).
     corner: [N] 0 (lower) or 1 (upper) neighbour along each axis; may be traced.
     sizes: the N voxel counts in coordinate order.
     zero_padding: whether out-of-range corners get weight 0 (else `index` is already clamped to
       the edge voxel centres, so clamped corners only ever have weight 0).
 
   Returns:
-    rows: [B, P] rows of the input flattened to [B * prod(sizes), C].
-    weight: [B, P] interpolation weights.
-    weight_grad: [B, P, N] derivatives of `weight` with respect to `index`.
+    rows: [P] rows of the example's input flattened to [prod(sizes), C].
+    weight: [P] interpolation weights.
+    weight_grad: [P, N] derivatives of `weight` with respect to `index`.
   """
-  batch, _, num_axes = index.shape
+  num_axes = index.shape[-1]
   lower = jnp.floor(index)
   upper = corner.astype(bool)
-  factors = jnp.where(upper, index - lower, 1 - (index - lower))  # [B, P, N]
+  factors = jnp.where(upper, index - lower, 1 - (index - lower))  # [P, N]
   weight = jnp.prod(factors, axis=-1)
   # d weight / d index_a = (+1 upper, -1 lower) * the product of the other axes' factors.
   other_factors = jnp.stack(
       [math.prod(factors[..., other] for other in range(num_axes) if other != axis)
        for axis in range(num_axes)], axis=-1)
   weight_grad = jnp.where(upper, 1, -1).astype(index.dtype) * other_factors
-  corner_index = lower.astype(jnp.int32) + corner  # [B, P, N]
+  corner_index = lower.astype(jnp.int32) + corner  # [P, N]
   sizes_int = jnp.asarray(sizes, jnp.int32)
   if zero_padding:
-    in_range = jnp.all((corner_index >= 0) & (corner_index < sizes_int), axis=-1)  # [B, P]
+    in_range = jnp.all((corner_index >= 0) & (corner_index < sizes_int), axis=-1)  # [P]
     weight = jnp.where(in_range, weight, 0)
     weight_grad = jnp.where(in_range[..., None], weight_grad, 0)
   strides = jnp.asarray([math.prod(sizes[:axis]) for axis in range(num_axes)], jnp.int32)
-  batch_offset = jnp.arange(batch, dtype=jnp.int32)[:, None] * math.prod(sizes)  # [B, 1]
-  rows = batch_offset + jnp.sum(jnp.clip(corner_index, 0, sizes_int - 1) * strides, axis=-1)
+  rows = jnp.sum(jnp.clip(corner_index, 0, sizes_int - 1) * strides, axis=-1)
   return rows, weight, weight_grad
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _interpolate(flat_array: jax.Array, index: jax.Array, sizes: tuple[int, ...],
                  zero_padding: bool) -> jax.Array:
-  """N-linear interpolation of `flat_array` [B * prod(sizes), C] at `index` [B, P, N] -> [B, P, C].
+  """N-linear interpolation of one example's `flat_array` [prod(sizes), C] at `index` [P, N]
+  -> [P, C] (`_linear_sample` maps it over the batch).
 
   The forward pass sums the 2^N gathered corners (one fusion). The backward pass loops over the
   corners and gathers each again instead of keeping it from the forward pass: the residuals are
@@ -99,7 +101,7 @@ def _interpolate(flat_array: jax.Array, index: jax.Array, sizes: tuple[int, ...]
   buffers are alive at a time, the input gradient accumulating by in-place scatter-adds.
   """
   out_dtype = jnp.promote_types(flat_array.dtype, index.dtype)
-  result = jnp.zeros(index.shape[:2] + flat_array.shape[-1:], out_dtype)  # [B, P, C]
+  result = jnp.zeros(index.shape[:1] + flat_array.shape[-1:], out_dtype)  # [P, C]
   for corner in itertools.product((0, 1), repeat=len(sizes)):
     rows, weight, _ = _interpolation_corner(index, jnp.asarray(corner, jnp.int32), sizes,
                                             zero_padding)
@@ -116,12 +118,12 @@ def _interpolate_bwd(sizes, zero_padding, residuals, result_grad):
   axis_bits = jnp.arange(len(sizes), dtype=jnp.int32)
 
   def add_corner(corner_number, grads):
-    array_grad, index_grad = grads  # [B * prod(sizes), C], [B, P, N]
+    array_grad, index_grad = grads  # [prod(sizes), C], [P, N]
     corner = (corner_number >> axis_bits) & 1  # [N] the bits of the corner number
     rows, weight, weight_grad = _interpolation_corner(index, corner, sizes, zero_padding)
     array_grad = array_grad.at[rows].add(weight[..., None].astype(result_grad.dtype)
                                          * result_grad)
-    value_grad = jnp.sum(flat_array[rows] * result_grad, axis=-1)  # [B, P]
+    value_grad = jnp.sum(flat_array[rows] * result_grad, axis=-1)  # [P]
     return array_grad, index_grad + value_grad[..., None].astype(index.dtype) * weight_grad
 
   array_grad, index_grad = jax.lax.fori_loop(
@@ -154,7 +156,11 @@ def _linear_sample(array: jax.Array, grid: jax.Array, padding: str) -> jax.Array
     # Beyond one voxel outside, every corner is out of range; clipping there changes nothing
     # but keeps the integer conversion safe for far-away coordinates.
     index = jnp.clip(index, -1, sizes_float)
-  result = _interpolate(array.reshape(-1, channels), index, sizes, padding == "zeros")
+  # Each example gathers from its own volume: mapped over the batch, the gathers and the
+  # backward pass's scatter-adds keep the batch as a batch dimension, so with the batch sharded
+  # over devices every device reads only its own examples (no collective on volumes).
+  result = jax.vmap(lambda example, example_index: _interpolate(  # [B, P, C]
+      example, example_index, sizes, padding == "zeros"))(array.reshape(batch, -1, channels), index)
   return result.reshape(grid.shape[:-1] + (channels,))
 
 

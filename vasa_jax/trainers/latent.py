@@ -56,10 +56,12 @@ from vasa_jax.losses import latent as latent_losses
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.models import discriminator as discriminator_lib
 from vasa_jax.models import iresnet
+from vasa_jax.models import layers
 from vasa_jax.models import perceptual
 from vasa_jax.models import vgg
 from vasa_jax.training import ema
 from vasa_jax.training import loop
+from vasa_jax.training import sharding as sharding_lib
 
 # Loss terms and the pretrained network each needs (None: none).
 TERM_NETWORK = {
@@ -91,7 +93,7 @@ class Networks:
 
   @classmethod
   def from_config(cls, config) -> "Networks":
-    dtype = jnp.dtype(config.model.dtype)
+    dtype = layers.compute_dtype(config.model.dtype)
     return cls(
         autoencoder=autoencoder_lib.FaceAutoencoder.from_config(config.model),
         discriminator=discriminator_lib.MultiScaleDiscriminator(
@@ -463,40 +465,49 @@ def image_grid(rows: list[np.ndarray]) -> np.ndarray:
 def make_evaluate(networks: Networks, config):
   """Held-out PSNR (self-reconstruction and reenactment) and an image grid, with EMA weights;
   beside them the PSNR of each source face's flat mean colour (eval/psnr_mean_colour), the
-  trivial baseline a model that draws faces beats (`run_metrics` warns below it + 3 dB)."""
+  trivial baseline a model that draws faces beats (`run_metrics` warns below it + 3 dB).
+
+  Every process reads the same fixed batch; it enters the compiled evaluation as replicated
+  arguments (not as constants) and the results come back replicated, so the evaluation runs
+  alike on one host or many (process 0's writer writes).
+  """
   eval_batch = next(input_pipeline.stage1_iterator(
       config.data_dir, config.data.eval_split, batch_size=config.data.eval_batch_size,
       image_size=config.image_size, seed=config.seed, shuffle=False, process_index=0,
       process_count=1, cross_identity_split=input_pipeline.cross_identity_split(
           config.data_dir, config.data.eval_split, config.data.train_split)))
-  images = {name: to_model_range(jnp.asarray(eval_batch[f"{name}_image"]))
-            for name in ("source", "driver", "cross_identity")}
-  mean_colour = jnp.broadcast_to(jnp.mean(images["source"], axis=(1, 2), keepdims=True),
-                                 images["source"].shape)
-  psnr_mean_colour = float(jnp.mean(latent_losses.psnr(mean_colour, images["source"])))
+  host_images = {name: np.asarray(eval_batch[f"{name}_image"])  # uint8 [B, S, S, 3]
+                 for name in ("source", "driver", "cross_identity")}
+  source = host_images["source"].astype(np.float32) / 127.5 - 1.0  # to_model_range
+  mean_colour = np.broadcast_to(source.mean(axis=(1, 2), keepdims=True), source.shape)
+  psnr_mean_colour = float(np.mean(latent_losses.psnr(mean_colour, source)))
+  compiled = {}  # the jitted evaluation and its replicated images, per mesh
 
-  @jax.jit
-  def evaluate_outputs(params):
+  def evaluate_outputs(params, uint8_images):
+    images = {name: to_model_range(value) for name, value in uint8_images.items()}
     outputs = generator_outputs(networks.autoencoder, params, images["source"],
                                 images["driver"], images["cross_identity"])
     self_reconstruction = networks.autoencoder.apply(
         {"params": params}, images["source"], images["source"])["reenacted_image"]
-    return outputs, self_reconstruction
+    scalars = {
+        "eval/psnr_self": jnp.mean(latent_losses.psnr(self_reconstruction, images["source"])),
+        "eval/psnr_reenacted": jnp.mean(latent_losses.psnr(outputs["reenacted"],
+                                                           images["driver"]))}
+    columns = [images["source"], self_reconstruction, images["driver"], outputs["reenacted"],
+               images["cross_identity"], outputs["cross_reenacted"]]
+    return scalars, columns
 
   def evaluate(state: LatentTrainState, step: int, writer) -> None:
-    outputs, self_reconstruction = evaluate_outputs(state.ema_generator)
-    writer.write_scalars(step, {
-        "eval/psnr_self": float(jnp.mean(latent_losses.psnr(self_reconstruction,
-                                                             images["source"]))),
-        "eval/psnr_reenacted": float(jnp.mean(latent_losses.psnr(outputs["reenacted"],
-                                                                 images["driver"]))),
-        "eval/psnr_mean_colour": psnr_mean_colour,
-    })
-    grid = image_grid([images["source"], self_reconstruction, images["driver"],
-                       outputs["reenacted"], images["cross_identity"],
-                       outputs["cross_reenacted"]])
+    replicated = sharding_lib.replicated_over(state.ema_generator)
+    if replicated not in compiled:
+      compiled[replicated] = (jax.jit(evaluate_outputs, out_shardings=replicated),
+                              sharding_lib.put_replicated(host_images, replicated))
+    evaluate_fn, images = compiled[replicated]
+    scalars, columns = jax.device_get(evaluate_fn(state.ema_generator, images))
+    writer.write_scalars(step, {**{name: float(value) for name, value in scalars.items()},
+                                "eval/psnr_mean_colour": psnr_mean_colour})
     writer.write_images(step, {"eval/source_self_driver_reenacted_crossdriver_crossreenacted":
-                               grid[None]})
+                               image_grid(columns)[None]})
   return evaluate
 
 

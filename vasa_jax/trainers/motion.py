@@ -38,6 +38,7 @@ from vasa_jax.evaluators import motion_samples
 from vasa_jax.models import motion_dit
 from vasa_jax.training import ema
 from vasa_jax.training import loop
+from vasa_jax.training import sharding as sharding_lib
 
 # Per-frame record fields windowed by the input pipeline (each also comes as <name>_previous).
 FRAME_FIELDS = ("motion", "audio_features")
@@ -255,7 +256,8 @@ def make_evaluate(model: motion_dit.MotionDiT, config, video_dir: Optional[str] 
   samples = (motion_samples.SampleEvaluator(config, video_dir) if config.eval.num_clips
              else None)
 
-  @jax.jit
+  compiled = {}  # the jitted losses and the replicated windows and noise, per mesh
+
   def x0_losses(params, statistics, batches, noise):  # -> [len(timesteps) + 1]
     def batch_losses(batch_and_noise):
       batch, batch_noise = batch_and_noise
@@ -273,8 +275,15 @@ def make_evaluate(model: motion_dit.MotionDiT, config, video_dir: Optional[str] 
     return jnp.mean(jax.lax.map(batch_losses, (batches, noise)), axis=0)
 
   def evaluate(state: MotionTrainState, step: int, writer) -> None:
-    *losses, mean_loss = np.asarray(x0_losses(state.ema_params, state.statistics, batches,
-                                              noise)).tolist()
+    # The windows and noise enter as replicated arguments and the losses come back replicated:
+    # the same on one host or many.
+    replicated = sharding_lib.replicated_over(state.ema_params)
+    if replicated not in compiled:
+      compiled[replicated] = (jax.jit(x0_losses, out_shardings=replicated),
+                              sharding_lib.put_replicated((batches, noise), replicated))
+    losses_fn, arguments = compiled[replicated]
+    *losses, mean_loss = np.asarray(losses_fn(state.ema_params, state.statistics,
+                                              *arguments)).tolist()
     scalars = {f"eval/x0_loss_t{timestep}": loss for timestep, loss in zip(timesteps, losses)}
     scalars["eval/x0_loss"] = float(np.mean(losses))
     scalars["eval/x0_loss_of_the_mean"] = mean_loss

@@ -131,18 +131,28 @@ def _shapes_by_name(tree: Any) -> dict[str, tuple[int, ...]]:
 
 
 class PreemptionWatcher:
-  """Notes SIGTERM (a preempted or cancelled job) so the loop can save and stop cleanly.
+  """Notes a preemption (SIGTERM) so that the loop saves a checkpoint and stops cleanly.
 
-  With several processes, all of them stop at the same step: `should_stop` agrees through JAX's
-  preemption sync point when the distributed runtime provides one.
+  Under JAX's distributed runtime (`jax.distributed.initialize()`, e.g. `train --multihost`),
+  JAX's preemption service owns SIGTERM: the process that receives it tells the others, and
+  `should_stop(step)` turns true on every process at the same step
+  (`multihost_utils.reached_preemption_sync_point`), so they save one checkpoint together and
+  stop. A Python SIGTERM handler would replace the one through which the service learns of the
+  signal, so the watcher installs none there. Without the distributed runtime (one process),
+  it installs a handler that sets a flag for the next step.
   """
 
   def __init__(self):
     self._signalled = threading.Event()
     self._previous_handler = None
+    self._synchronised = bool(jax.distributed.is_initialized()
+                              and jax.config.jax_enable_preemption_service)
 
   def __enter__(self) -> "PreemptionWatcher":
-    if threading.current_thread() is threading.main_thread():
+    if not self._synchronised and threading.current_thread() is threading.main_thread():
+      if jax.process_count() > 1:
+        logging.warning("JAX's preemption service is off: on SIGTERM each process stops on its "
+                        "own, possibly at different steps")
       self._previous_handler = signal.signal(signal.SIGTERM, self._on_signal)
     return self
 
@@ -154,17 +164,14 @@ class PreemptionWatcher:
     logging.warning("SIGTERM received: saving a checkpoint after this step, then stopping")
     self._signalled.set()
 
-  def request_stop(self) -> None:
-    """Acts as if SIGTERM arrived (tests, or a caller's own stop condition)."""
-    self._signalled.set()
-
   def should_stop(self, step: int) -> bool:
-    if jax.process_count() > 1:
+    """Whether to save and stop after `step` (call it at every step, on every process)."""
+    if self._synchronised:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      try:
-        return multihost_utils.reached_preemption_sync_point(step) or self._signalled.is_set()
-      except RuntimeError:  # no preemption service in this distributed runtime
-        pass
+      if multihost_utils.reached_preemption_sync_point(step):
+        logging.warning("preempted: every process saves a checkpoint at step %d and stops", step)
+        return True
+      return False
     return self._signalled.is_set()
 
 
@@ -219,8 +226,15 @@ def restore_for_inference(workdir: str, stage: str, step: int | None = None
     if step is None:
       raise CheckpointError(f"{directory!r} holds no checkpoint")
     try:
+      # Every array onto this process's first device: the checkpoint may have been written by
+      # other devices or processes (a multi-host run), which Orbax will not restore onto
+      # without a target.
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      target = jax.tree.map(
+          lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+          manager.item_metadata(step)[STATE_ITEM])
       restored = manager.restore(step, args=ocp.args.Composite(**{
-          STATE_ITEM: ocp.args.StandardRestore()}))
+          STATE_ITEM: ocp.args.StandardRestore(target)}))
     except Exception as error:  # Orbax raises many types for damaged files.
       raise CheckpointError(f"cannot read checkpoint {directory!r} step {step}: "
                             f"{type(error).__name__}: {error}") from error

@@ -26,14 +26,15 @@ import logging
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import grain
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import tqdm
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from vasa_jax.data import input_pipeline
 from vasa_jax.training import checkpoint as checkpoint_lib
@@ -166,6 +167,43 @@ def initial_state(task: Task, config: Any, mesh: Mesh) -> tuple[Any, Any, Any]:
   return abstract, shardings, lambda: init_fn(init_rng)
 
 
+def jit_train_step(train_step: Callable, shardings: Any, data_sharding: NamedSharding,
+                   rules: Sequence[tuple[str, Any]]) -> Callable:
+  """`train_step` jitted as the loop runs it: state in and out in `shardings` (donated), the
+  batch in `data_sharding`, rng and frozen arrays as given (frozen ones replicated), metrics
+  replicated (every process can read them).
+
+  The step is traced under the logical axis `rules` and the batch's mesh, so that the modules'
+  activation constraints (`sharding.constrain_activation`) keep activations split along the
+  batch.
+  """
+  mesh = data_sharding.mesh
+
+  def step_under_rules(*args):
+    with (jax.sharding.use_abstract_mesh(mesh.abstract_mesh),
+          sharding_lib.activation_rules(rules)):
+      return train_step(*args)
+
+  return jax.jit(step_under_rules, in_shardings=(shardings, data_sharding, None, None),
+                 out_shardings=(shardings, sharding_lib.replicated(mesh)), donate_argnums=0)
+
+
+# How long a process that has compiled the train step waits for the others (compile times
+# differ between hosts; a paper-size model compiles in minutes).
+COMPILE_BARRIER_TIMEOUT_S = 3600
+
+
+def wait_for_every_process(name: str) -> None:
+  """A barrier over the processes of JAX's distributed runtime (nothing with one process).
+
+  Run after compiling: the first step's collectives give up on a process that is still compiling
+  (gloo on CPUs after 30 s), the runtime's barrier waits up to COMPILE_BARRIER_TIMEOUT_S.
+  """
+  if jax.process_count() > 1:
+    ocp.multihost.sync_global_processes(name, timeout=COMPILE_BARRIER_TIMEOUT_S,
+                                        processes=set(range(jax.process_count())))
+
+
 def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
   """Trains to `config.total_steps` (resuming from `workdir`) and returns the final state."""
   check_batch_size(config, mesh)
@@ -195,8 +233,8 @@ def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
 
     data_sharding = input_pipeline.batch_sharding(mesh, config.sharding_rules)
     step_rng = jax.random.fold_in(root_rng(config), 1)
-    train_step = jax.jit(task.train_step, in_shardings=(shardings, data_sharding, None, None),
-                         out_shardings=(shardings, None), donate_argnums=0)
+    train_step = jit_train_step(task.train_step, shardings, data_sharding,
+                                config.sharding_rules)
     frozen = jax.device_put(task.frozen, sharding_lib.replicated(mesh))
     record = run_metrics.MetricsRecord(workdir, config.total_steps, task.progress_metrics,
                                        start_step) if main_process else None
@@ -207,14 +245,16 @@ def train(config: Any, workdir: str, task: Task, mesh: Mesh) -> Any:
     with checkpoint_lib.PreemptionWatcher() as preemption:
       for step in range(start_step, config.total_steps):
         batch = input_pipeline.make_global_batch(next(task.train_iterator), data_sharding)
+        rng = jax.random.fold_in(step_rng, step)
         if step == start_step:
-          logging.info("compiling the train step (the first step waits for it; minutes for a "
-                       "large model on CPU)")
+          logging.info("compiling the train step (minutes for a large model on CPU)")
           compile_start = time.perf_counter()
-        state, metrics = train_step(state, batch, jax.random.fold_in(step_rng, step), frozen)
-        if step == start_step:
+          train_step = train_step.lower(state, batch, rng, frozen).compile()
+          wait_for_every_process("vasa_jax_train_step_compiled")
           logging.info("train step compiled in %.1f s; training steps %d to %d",
                        time.perf_counter() - compile_start, start_step + 1, config.total_steps)
+        state, metrics = train_step(state, batch, rng, frozen)
+        if step == start_step:
           # Started after the compilation, so that steps/s and the ETA measure training.
           progress = tqdm.tqdm(total=config.total_steps, initial=start_step, desc="train",
                                unit="step", dynamic_ncols=True, smoothing=0.1,

@@ -4,10 +4,16 @@ Modules name their parameter axes logically (`nn.with_logical_partitioning(init,
 "mlp"))`); `config.sharding_rules` maps logical names to mesh axes. A train state built by a
 stage's init function carries those names (flax `nn.Partitioned` boxes); `state_shardings` reads
 them off an abstract state and the loop stores the state unboxed, placed by those shardings.
+
+Activations are constrained by the same rules while the loop traces its step inside
+`activation_rules(rules)` (modules call `constrain_activation`); outside it, and outside a mesh
+context, the constraints do nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Any, Mapping, Sequence
 
@@ -17,6 +23,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "model")
+# The logical axis rules that `constrain_activation` applies (None: it does nothing).
+_ACTIVATION_RULES: contextvars.ContextVar = contextvars.ContextVar("activation_rules",
+                                                                  default=None)
 
 
 def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
@@ -44,6 +53,27 @@ def create_mesh(mesh_config: Mapping[str, int],
   shape = mesh_shape(mesh_config, len(devices))
   return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3,
                        devices=devices)
+
+
+@contextlib.contextmanager
+def activation_rules(rules: Sequence[tuple[str, Any]]):
+  """Within: `constrain_activation` maps logical names by `rules` (use it under a mesh context,
+  e.g. `jax.sharding.use_abstract_mesh`). Flax's own `nn.logical_axis_rules` stays unset, so
+  parameters are not re-constrained inside the step (they arrive placed by their shardings)."""
+  token = _ACTIVATION_RULES.set(tuple(rules))
+  try:
+    yield
+  finally:
+    _ACTIVATION_RULES.reset(token)
+
+
+def constrain_activation(value: jax.Array, names: Sequence[str | None]) -> jax.Array:
+  """`value` constrained to the sharding of its logical axis `names` under `activation_rules`
+  (a no-op outside them)."""
+  rules = _ACTIVATION_RULES.get()
+  if rules is None:
+    return value
+  return nn.with_logical_constraint(value, tuple(names), rules=rules)
 
 
 def _divisible_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
@@ -80,6 +110,24 @@ def abstract_state(abstract_boxed_state: Any, shardings: Any) -> Any:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+def replicated_over(tree: Any) -> NamedSharding:
+  """Replication over the mesh of `tree`'s first array (a train state; an array committed to
+  devices without a mesh: over those devices)."""
+  sharding = jax.tree.leaves(tree)[0].sharding
+  if isinstance(sharding, NamedSharding):
+    return replicated(sharding.mesh)
+  devices = sorted(sharding.device_set, key=lambda device: device.id)
+  return replicated(Mesh(np.array(devices), ("devices",)))
+
+
+def put_replicated(host_tree: Any, sharding: NamedSharding) -> Any:
+  """Host (numpy) values, the same on every process, as global arrays replicated by `sharding`
+  (what a jitted evaluation takes as arguments on one host or many)."""
+  return jax.tree.map(
+      lambda value: jax.make_array_from_process_local_data(sharding, np.asarray(value)),
+      host_tree)
 
 
 def parameter_count(tree: Any) -> int:
