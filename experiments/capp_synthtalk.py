@@ -33,6 +33,7 @@ import numpy as np
 # The repository root, for its configs/ folder (experiments run as scripts from anywhere).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import capp as capp_config
+from vasa_jax import pipeline
 from vasa_jax.data import input_pipeline
 from vasa_jax.data.synthtalk import dataset as synthtalk
 from vasa_jax.evaluators import capp as capp_eval
@@ -47,12 +48,13 @@ PAPER_SCALE = {0.2: 0.368, 0.5: 0.584, 1.0: 0.608, 1.5: 0.587, 3.0: 0.505}
 
 
 def make_data(args: argparse.Namespace) -> str:
+  """The SynthTalk set under the workdir (made once; `pipeline.make_synthtalk` refuses one made
+  with other settings)."""
   data_dir = os.path.join(args.workdir, "synthtalk")
-  if not os.path.exists(os.path.join(data_dir, "manifest.json")):
-    synthtalk.main([f"--output_dir={data_dir}", f"--num_speakers={args.num_speakers}",
-                    f"--clips_per_speaker={args.clips_per_speaker}", "--resolution=64",
-                    "--min_seconds=3.5", "--max_seconds=5", "--test_fraction=0.2",
-                    f"--seed={args.seed}", f"--num_workers={args.num_workers}"])
+  pipeline.make_synthtalk(data_dir, pipeline.SynthTalkSettings(
+      num_speakers=args.num_speakers, clips_per_speaker=args.clips_per_speaker,
+      resolution=64, min_seconds=3.5, max_seconds=5, test_fraction=0.2, seed=args.seed,
+      num_workers=args.num_workers))
   return data_dir
 
 
