@@ -219,8 +219,11 @@ def restore_for_inference(workdir: str, stage: str, step: int | None = None
     raise CheckpointError(f"{workdir!r} is a {config.get('stage')!r} run, expected a {stage!r} "
                           "run")
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  # Both items' handlers, as the training run saved them (the data iterator's is only
+  # registered, so that reading the state's metadata does not warn about an unknown item).
   manager = ocp.CheckpointManager(directory, item_handlers={
-      STATE_ITEM: ocp.StandardCheckpointHandler()})
+      STATE_ITEM: ocp.StandardCheckpointHandler(),
+      DATA_ITEM: grain.checkpoint.CheckpointHandler()})
   try:
     step = manager.latest_step() if step is None else step
     if step is None:
