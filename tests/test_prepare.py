@@ -407,7 +407,7 @@ def test_three_tasks_and_a_merge_make_the_single_run_directory(prepared, tmp_pat
     assert not os.path.exists(os.path.join(config.output_dir, records.MANIFEST_NAME))
     if task_index < 2:
       # Refused, naming the shards the tasks still to run make.
-      with pytest.raises(prepare.PrepareError, match=r"--merge: \d of the 5 planned shards") as e:
+      with pytest.raises(prepare.PrepareError, match=r"--merge: \d of the 5 shards are not finished") as e:
         prepare.prepare(dataclasses.replace(config, merge=True))
       missing = [name for i, name in enumerate(shard_names) if i % 3 > task_index]
       assert all(name in str(e.value) for name in missing)

@@ -384,11 +384,8 @@ def extract(latent_checkpoint: str, shards_dir: str, output_dir: str,
     missing = [task.name for task in tasks
                if not is_finished(os.path.join(output_dir, task.name), keys[task.name])]
     if missing:
-      raise ExtractionError(
-          f"--merge: {len(missing)} of the {len(tasks)} shards are not finished (or were made "
-          f"with other weights or settings) in {output_dir}: {', '.join(missing[:10])}"
-          + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-          + "; run the tasks that make them first")
+      raise ExtractionError(records.unfinished_shards_message(
+          missing, len(tasks), output_dir, "weights or settings"))
     mine, pending = tasks, []
   else:
     mine = tasks[task_index::num_tasks]

@@ -580,11 +580,8 @@ def merge(config: PrepareConfig, tasks: Sequence[ShardTask]) -> PrepareSummary:
   results = {task.name: load_finished_shard(task, config) for task in tasks}
   missing = [task.name for task in tasks if results[task.name] is None]
   if missing:
-    raise PrepareError(
-        f"--merge: {len(missing)} of the {len(tasks)} planned shards are not finished (or were "
-        f"made with other flags) in {config.output_dir}: {', '.join(missing[:10])}"
-        + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        + "; run the tasks that make them first")
+    raise PrepareError(records.unfinished_shards_message(missing, len(tasks), config.output_dir,
+                                                         "flags"))
   manifest_path, manifest = _write_manifest(tasks, results, config)
   return PrepareSummary(manifest_path=manifest_path, manifest=manifest, shards_processed=0,
                         shards_reused=len(tasks))

@@ -250,6 +250,15 @@ def read_shard(path: str) -> list[dict[str, Any]]:
 MANIFEST_NAME = "manifest.json"
 
 
+def unfinished_shards_message(missing: Sequence[str], num_shards: int, output_dir: str,
+                              made_with: str) -> str:
+  """The one-line refusal of a `--merge` that finds `missing` of `num_shards` shards unfinished
+  (or made with other `made_with`), naming the first ten."""
+  names = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+  return (f"--merge: {len(missing)} of the {num_shards} shards are not finished (or were made "
+          f"with other {made_with}) in {output_dir}: {names}; run the tasks that make them first")
+
+
 def write_manifest(output_dir: str, manifest: Mapping[str, Any]) -> str:
   """Writes manifest.json atomically and returns its path; `format_version` is
   RECORD_FORMAT_VERSION unless `manifest` gives one (motion directories)."""
