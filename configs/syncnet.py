@@ -39,20 +39,17 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Multiplier of every hidden channel count (1.0: syncnet_v2.model's network).
   config.model.width = 0.25 if cpu else 1.0
 
-  # Contrastive loss margin: offset pairs are pushed to at least this embedding distance (the
-  # initial network's distances are ~25).
-  config.margin = 10.0
+  # Temperature T of the offset cross-entropy's logits -distance / T (the embeddings' scale is
+  # learnt too, so T mostly sets how sharp the initial softmax is).
+  config.temperature = 1.0
 
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.learning_rate = 1e-3 if cpu else 1e-4  # Adam
+  config.optimizer.learning_rate = 3e-4 if cpu else 1e-4  # Adam
   config.optimizer.grad_clip_norm = 10.0  # global-norm gradient clipping
 
   config.data.train_split = "train"
   config.data.eval_split = "test"
-  # Share of matched (in-sync) examples; the rest have their audio moved by a false offset.
-  config.data.matched_fraction = 0.5
-  # False offsets, in frames either way: |offset| in [min_offset, max_offset] (the evaluator
-  # searches +-15).
-  config.data.min_offset = 1
+  # Audio offsets K each way that every lip window is scored against (2 K + 1 audio windows and
+  # the zero embedding per example): the evaluator's search range (vshift 15).
   config.data.max_offset = 15
   return config
