@@ -9,7 +9,8 @@
 Variants (after the colon):
   paper (default): the released network's widths (1.0); for a GPU/TPU.
   cpu: every hidden channel count x 0.25 (16-48-96-64-64-128 audio, 24-64-64-64-64-128 lips, 128
-      wide heads; embeddings stay 1024-d), batch 16; trains on SynthTalk on a CPU in minutes
+      wide heads; embeddings stay 1024-d), batch 8 examples x 4 lip windows; trains on SynthTalk
+      on a CPU in tens of minutes
       (experiments/syncnet_synthtalk.py). Input sizes are the original's (224 x 224 x 5 lips,
       13 x 20 MFCCs), so the evaluator scores with it exactly as with the released weights.
 """
@@ -30,7 +31,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config = base_config.base_config()
   config.stage = "syncnet"
   config.total_steps = 400 if cpu else 50_000
-  config.batch_size = 16 if cpu else 64
+  config.batch_size = 8 if cpu else 16
   config.log_every_steps = 20 if cpu else 100
   config.eval_every_steps = 100 if cpu else 2000
   config.checkpoint_every_steps = 200 if cpu else 2000
@@ -52,4 +53,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Audio offsets K each way that every lip window is scored against (2 K + 1 audio windows and
   # the zero embedding per example): the evaluator's search range (vshift 15).
   config.data.max_offset = 15
+  # Consecutive lip windows per example; they share their 2 K + L audio windows (cheaper per lip
+  # window than one window against its own 2 K + 1). The batch is batch_size x lip_windows lip
+  # windows.
+  config.data.lip_windows = 4
   return config

@@ -44,26 +44,40 @@ def test_examples_are_the_evaluators_inputs(data_dir):
   audio_windows = (coefficients.shape[1] - 20) // 4 + 1
   silent_windows = 0
   for seed in range(12):
-    sampler = trainer.SyncNetSampler(reader, max_offset=15)
+    sampler = trainer.SyncNetSampler(reader, max_offset=15, lip_windows=3)
     example = sampler(0, np.random.default_rng(seed))
-    assert example["lips"].shape == (5, 224, 224, 3) and example["lips"].dtype == np.uint8
-    assert example["mfcc"].shape == (31, 13, 20)
-    # Which lip window: found by matching against every candidate.
-    starts = [t for t in range(len(frames) - 4)
-              if np.array_equal(example["lips"][0], sync_eval.crop_frame(
+    assert example["lips"].shape == (3, 5, 224, 224, 3) and example["lips"].dtype == np.uint8
+    assert example["mfcc"].shape == (30 + 3, 13, 20)
+    # Which frames: found by matching against every candidate; the lip windows are consecutive.
+    starts = [t for t in range(len(frames) - 6)
+              if np.array_equal(example["lips"][0, 0], sync_eval.crop_frame(
                   frames[t], track.half_size[t], track.centre_y[t], track.centre_x[t]))]
     assert len(starts) >= 1
     start = starts[0]
-    for offset in range(-15, 16):
-      window = example["mfcc"][offset + 15]
-      audio_start = start + offset
-      if 0 <= audio_start < audio_windows:  # the clip's own audio window at that offset
-        np.testing.assert_allclose(window, coefficients[:, 4 * audio_start:4 * audio_start + 20],
+    for window in range(3):
+      for frame in range(5):
+        t = start + window + frame
+        np.testing.assert_array_equal(example["lips"][window, frame], sync_eval.crop_frame(
+            frames[t], track.half_size[t], track.centre_y[t], track.centre_x[t]))
+    # Audio window j is frame start - 15 + j's: lip window i's candidates are i .. i + 30.
+    for index in range(33):
+      mfcc_window = example["mfcc"][index]
+      audio_start = start - 15 + index
+      if 0 <= audio_start < audio_windows:  # the clip's own audio window
+        np.testing.assert_allclose(mfcc_window,
+                                   coefficients[:, 4 * audio_start:4 * audio_start + 20],
                                    rtol=1e-5, atol=1e-4)
       elif audio_start <= -6:  # wholly before the clip: silence (log energy of float eps)
-        np.testing.assert_allclose(window[0], np.log(np.finfo(float).eps), rtol=1e-6)
+        np.testing.assert_allclose(mfcc_window[0], np.log(np.finfo(float).eps), rtol=1e-6)
         silent_windows += 1
   assert silent_windows > 0
+
+
+def test_candidates_are_each_lip_windows_offsets():
+  audio = jnp.arange(2 * (2 * 2 + 3), dtype=jnp.float32).reshape(2, 7, 1)  # B 2, K 2, L 3
+  candidates = trainer.candidate_embeddings(audio, lip_windows=3)
+  assert candidates.shape == (6, 5, 1)
+  np.testing.assert_array_equal(candidates[4, :, 0], [8, 9, 10, 11, 12])  # example 1, window 1
 
 
 def test_offset_loss_ranks_the_matched_window_against_offsets_and_zero():

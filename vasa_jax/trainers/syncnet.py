@@ -4,11 +4,11 @@
   python -m vasa_jax.train --config=configs/syncnet.py:cpu --workdir=/tmp/syncnet \
       --config.data_dir=/data/synthtalk
 
-An example is a 5-frame lip window and the 0.2 s MFCC windows of the same clip at every audio
-offset k = -K .. K frames (K = `data.max_offset`, the evaluator's vshift 15) plus the zero
-embedding the evaluator pads with; the network is trained on the evaluator's own task, to make the
-matched (k = 0) window the nearest in Euclidean distance, by softmax cross-entropy over the logits
--d_k / temperature,
+An example is L consecutive 5-frame lip windows of a clip and the 0.2 s MFCC windows around them:
+each lip window is scored against the audio windows at every offset k = -K .. K frames (K =
+`data.max_offset`, the evaluator's vshift 15) and the zero embedding the evaluator pads with, and
+the network is trained on the evaluator's own task, to make the matched (k = 0) window the
+nearest in Euclidean distance, by softmax cross-entropy over the logits -d_k / temperature,
 
   L = -log softmax(-d / T)[k = 0],   d_k = ||lip embedding - audio embedding_k||_2.
 
@@ -61,20 +61,23 @@ class SyncNetTrainState:
 
 
 class SyncNetSampler:
-  """Record index -> {lips uint8 [5, 224, 224, 3] RGB, mfcc float32 [2 K + 1, 13, 20]}.
+  """Record index -> {lips uint8 [L, 5, 224, 224, 3] RGB, mfcc float32 [2 K + L, 13, 20]}.
 
-  A lip window (frames t .. t + 4, in the face span) and the audio windows of frames t + k for
-  every offset k = -K .. K (K = `max_offset`; window K is the matched one), cut from the MFCCs of
-  the clip's audio zero-padded by K frames at both ends: offsets past the clip's ends give silent
-  or partly silent windows, as audio shifted with zero fill (or cut short) does.
+  L = `lip_windows` consecutive lip windows (window i: frames t + i .. t + i + 4, all in the face
+  span) and the audio windows of frames t - K .. t + L - 1 + K (K = `max_offset`): lip window i's
+  candidates are audio windows i .. i + 2 K, its own (in sync) is i + K. They are cut from the
+  MFCCs of the clip's audio zero-padded by K frames at both ends: offsets past the clip's ends
+  give silent or partly silent windows, as audio shifted with zero fill (or cut short) does.
+  Consecutive lip windows share their audio windows and frames, so an example costs 2 K + L audio
+  windows and L + 4 frames instead of L (2 K + 1) and 5 L.
   """
 
-  def __init__(self, reader: Any, max_offset: int):
+  def __init__(self, reader: Any, max_offset: int, lip_windows: int):
     self.reader = reader
-    self.max_offset = max_offset
+    self.max_offset, self.lip_windows = max_offset, lip_windows
 
   def __call__(self, record_index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    record = self.reader.record(record_index, with_frames=False)  # the 5 frames read below
+    record = self.reader.record(record_index, with_frames=False)  # the frames read below
     if record["fps"] != sync_eval.FPS or record["audio_sample_rate"] != mfcc_lib.SAMPLE_RATE:
       raise ValueError(f"clip {record['clip_id']}: SyncNet needs {sync_eval.FPS} fps video and "
                        f"{mfcc_lib.SAMPLE_RATE} Hz audio")
@@ -86,18 +89,21 @@ class SyncNetSampler:
     # window t of the clip's.
     coefficients = mfcc_lib.mfcc(np.concatenate([padding, audio, padding])).T.astype(
         np.float32)  # [13, M]
-    # Window starts t whose 5 frames lie in the face span and whose (unpadded) MFCCs exist.
+    # First window starts t whose L lip windows lie in the face span and have (unpadded) MFCCs.
     audio_frames = ((coefficients.shape[1] - STEPS) // sync_eval.MFCC_STEPS_PER_FRAME + 1
                     - 2 * self.max_offset)
-    last_start = min(track.last - WINDOW + 1, audio_frames - 1)
+    last_start = min(track.last - WINDOW + 1, audio_frames - 1) - self.lip_windows + 1
+    if last_start < track.first:
+      raise ValueError(f"clip {record['clip_id']}: shorter than {self.lip_windows} lip windows")
     start = int(rng.integers(track.first, last_start + 1))
-    steps = sync_eval.MFCC_STEPS_PER_FRAME * (start + np.arange(2 * self.max_offset + 1))
-    lips = np.stack([
+    steps = sync_eval.MFCC_STEPS_PER_FRAME * (
+        start + np.arange(2 * self.max_offset + self.lip_windows))
+    frames = np.stack([
         sync_eval.crop_frame(media.decode_jpeg(self.reader.frame(record_index, t)),
                              track.half_size[t - track.first], track.centre_y[t - track.first],
                              track.centre_x[t - track.first])
-        for t in range(start, start + WINDOW)])
-    return {"lips": lips,
+        for t in range(start, start + self.lip_windows + WINDOW - 1)])
+    return {"lips": np.stack([frames[i:i + WINDOW] for i in range(self.lip_windows)]),
             "mfcc": np.stack([coefficients[:, step:step + STEPS] for step in steps])}
 
 
@@ -130,24 +136,45 @@ def distance_metrics(distance: jax.Array) -> dict[str, jax.Array]:
 
 
 def network_inputs(batch: dict) -> tuple[jax.Array, jax.Array]:
-  """(mfcc [B * (2 K + 1), 13, 20], lips [B, 5, 224, 224, 3] BGR float 0-255) of a batch."""
-  mfcc = batch["mfcc"]
+  """(mfcc [B (2 K + L), 13, 20], lips [B L, 5, 224, 224, 3] BGR float 0-255) of a batch."""
+  mfcc, lips = batch["mfcc"], batch["lips"]
   return (mfcc.reshape((-1,) + mfcc.shape[2:]),
-          batch["lips"][..., ::-1].astype(jnp.float32))
+          lips.reshape((-1,) + lips.shape[2:])[..., ::-1].astype(jnp.float32))
+
+
+def candidate_embeddings(audio_embeddings: jax.Array, lip_windows: int) -> jax.Array:
+  """Audio embeddings [B, 2 K + L, D] -> each lip window's candidates [B L, 2 K + 1, D]: windows
+  i .. i + 2 K for lip window i (`SyncNetSampler`)."""
+  batch, num_audio, width = audio_embeddings.shape
+  num_offsets = num_audio - lip_windows + 1
+  index = jnp.arange(lip_windows)[:, None] + jnp.arange(num_offsets)[None, :]  # [L, 2 K + 1]
+  return audio_embeddings[:, index].reshape(batch * lip_windows, num_offsets, width)
+
+
+def embed_and_score(model: syncnet_lib.SyncNet, variables: Any, batch: dict, temperature: float,
+                    train: bool):
+  """(loss, distances [B L, 2 K + 2], BatchNorm updates or None) of a batch."""
+  mfcc, lips = network_inputs(batch)
+  batch_size, num_audio = batch["mfcc"].shape[:2]
+  if train:
+    (audio, lip), updates = model.apply(variables, mfcc, lips, train=True,
+                                        mutable=["batch_stats"])
+  else:
+    (audio, lip), updates = model.apply(variables, mfcc, lips), None
+  candidates = candidate_embeddings(audio.reshape(batch_size, num_audio, -1),
+                                    batch["lips"].shape[1])
+  loss, distance = offset_loss(lip, candidates, temperature)
+  return loss, distance, updates
 
 
 def make_train_step(model: syncnet_lib.SyncNet, config, optimizer: optax.GradientTransformation):
   def train_step(state: SyncNetTrainState, batch: dict, rng: jax.Array, frozen: Any):
     del rng, frozen  # nothing random in the step, no pretrained network
-    mfcc, lips = network_inputs(batch)
-    batch_size, num_offsets = batch["mfcc"].shape[:2]
 
     def loss_fn(params):
-      (audio, lip), updates = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, mfcc, lips, train=True,
-          mutable=["batch_stats"])
-      loss, distance = offset_loss(lip, audio.reshape(batch_size, num_offsets, -1),
-                                   config.temperature)
+      loss, distance, updates = embed_and_score(
+          model, {"params": params, "batch_stats": state.batch_stats}, batch,
+          config.temperature, train=True)
       return loss, (updates["batch_stats"], distance)
 
     (loss, (batch_stats, distance)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -173,8 +200,9 @@ def make_init_state(model: syncnet_lib.SyncNet, optimizer: optax.GradientTransfo
 def make_iterator(config, split: str, seed: int, shuffle: bool = True,
                   process_index: Optional[int] = None, process_count: Optional[int] = None):
   return input_pipeline.sampler_iterator(
-      config.data_dir, split, lambda reader: SyncNetSampler(reader, config.data.max_offset),
-      min_frames=WINDOW, batch_size=config.batch_size, seed=seed, shuffle=shuffle,
+      config.data_dir, split,
+      lambda reader: SyncNetSampler(reader, config.data.max_offset, config.data.lip_windows),
+      min_frames=WINDOW + config.data.lip_windows - 1, batch_size=config.batch_size, seed=seed, shuffle=shuffle,
       process_index=process_index, process_count=process_count,
       num_workers=config.data.num_workers, prefetch_batches=config.data.prefetch_batches)
 
@@ -188,10 +216,8 @@ def make_evaluate(model: syncnet_lib.SyncNet, config):
 
   @jax.jit
   def scores(params, batch_stats, batch):
-    mfcc, lips = network_inputs(batch)
-    audio, lip = model.apply({"params": params, "batch_stats": batch_stats}, mfcc, lips)
-    loss, distance = offset_loss(lip, audio.reshape(batch["mfcc"].shape[:2] + (-1,)),
-                                 config.temperature)
+    loss, distance, _ = embed_and_score(model, {"params": params, "batch_stats": batch_stats},
+                                        batch, config.temperature, train=False)
     return {"loss": loss, **distance_metrics(distance)}
 
   def evaluate(state: SyncNetTrainState, step: int, writer) -> None:
