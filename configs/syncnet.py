@@ -30,7 +30,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   cpu = variant == "cpu"
   config = base_config.base_config()
   config.stage = "syncnet"
-  config.total_steps = 400 if cpu else 50_000
+  config.total_steps = 600 if cpu else 50_000
   config.batch_size = 8 if cpu else 16
   config.log_every_steps = 20 if cpu else 100
   config.eval_every_steps = 100 if cpu else 2000

@@ -10,7 +10,7 @@ each lip window is scored against the audio windows at every offset k = -K .. K 
 the network is trained on the evaluator's own task, to make the matched (k = 0) window the
 nearest in Euclidean distance, by softmax cross-entropy over the logits -d_k / temperature,
 
-  L = -log softmax(-d / T)[k = 0],   d_k = ||lip embedding - audio embedding_k||_2.
+  loss = -log softmax(-d / T)[k = 0],   d_k = ||lip embedding - audio embedding_k||_2.
 
 (syncnet_python's paper trained pairs with a contrastive loss; on SynthTalk on a CPU that collapses
 to equal matched and offset distances, experiments/LOG.md #sync-2026-12-07.) The embeddings are not
