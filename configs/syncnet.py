@@ -11,7 +11,8 @@ Variants (after the colon):
   cpu: every hidden channel count x 0.25 (16-48-96-64-64-128 audio, 24-64-64-64-64-128 lips, 128
       wide heads; embeddings stay 1024-d), batch 8 examples x 4 lip windows, 600 steps; trains on
       SynthTalk on a CPU in under an hour (experiments/syncnet_synthtalk.py). Input sizes are the
-      original's (224 x 224 x 5 lips, 13 x 20 MFCCs), so the evaluator scores with it exactly as with the released weights.
+      original's (224 x 224 x 5 lips, 13 x 20 MFCCs), so the evaluator scores with it exactly as
+      with the released weights.
 """
 
 import ml_collections

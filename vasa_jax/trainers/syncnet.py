@@ -202,8 +202,8 @@ def make_iterator(config, split: str, seed: int, shuffle: bool = True,
   return input_pipeline.sampler_iterator(
       config.data_dir, split,
       lambda reader: SyncNetSampler(reader, config.data.max_offset, config.data.lip_windows),
-      min_frames=WINDOW + config.data.lip_windows - 1, batch_size=config.batch_size, seed=seed, shuffle=shuffle,
-      process_index=process_index, process_count=process_count,
+      min_frames=WINDOW + config.data.lip_windows - 1, batch_size=config.batch_size, seed=seed,
+      shuffle=shuffle, process_index=process_index, process_count=process_count,
       num_workers=config.data.num_workers, prefetch_batches=config.data.prefetch_batches)
 
 
