@@ -6,8 +6,9 @@ clips with the evaluator's scoring.
 1. Generates a SynthTalk set (`--num_speakers` speakers x `--clips_per_speaker` clips, 128 px,
    3-4 s; 20% of the speakers held out as the test split), unless it exists.
 2. Trains syncnet_python's architecture (`configs/syncnet.py:cpu`, 0.25 width) for `--steps`
-   with the contrastive matched-vs-offset objective (`vasa_jax.trainers.syncnet`), unless the
-   workdir already holds the trained weights.
+   with the offset objective (`vasa_jax.trainers.syncnet`: each lip window against the audio
+   windows at every offset -15 .. 15 and the zero embedding), unless the workdir already holds
+   the trained weights.
 3. For each of `--test_clips` held-out clips (speakers never trained on): the faces are tracked and
    cropped exactly as `python -m vasa_jax.evaluate` does (the tracker's landmarks, syncnet_python's
    crop), the audio is shifted by s = -5 .. +5 frames (s > 0: the sound comes s frames late; zeros

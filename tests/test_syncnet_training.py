@@ -41,36 +41,62 @@ def test_examples_are_the_evaluators_inputs(data_dir):
   track = sync_eval.crop_track(record["annotations"]["face_found"],
                                record["annotations"]["landmarks"])
   frames = [media.decode_jpeg(frame) for frame in record["frames"]]
-  labels = []
+  audio_windows = (coefficients.shape[1] - 20) // 4 + 1
+  silent_windows = 0
   for seed in range(12):
-    sampler = trainer.SyncNetSampler(reader, max_offset=15, min_offset=1, matched_fraction=0.5)
+    sampler = trainer.SyncNetSampler(reader, max_offset=15, lip_windows=3)
     example = sampler(0, np.random.default_rng(seed))
-    assert example["lips"].shape == (5, 224, 224, 3) and example["lips"].dtype == np.uint8
-    assert example["mfcc"].shape == (13, 20)
-    labels.append(float(example["label"]))
-    # Which lip window and audio window: found by matching against every candidate.
-    starts = [t for t in range(len(frames) - 4)
-              if np.array_equal(example["lips"][0], sync_eval.crop_frame(
+    assert example["lips"].shape == (3, 5, 224, 224, 3) and example["lips"].dtype == np.uint8
+    assert example["mfcc"].shape == (30 + 3, 13, 20)
+    # Which frames: found by matching against every candidate; the lip windows are consecutive.
+    starts = [t for t in range(len(frames) - 6)
+              if np.array_equal(example["lips"][0, 0], sync_eval.crop_frame(
                   frames[t], track.half_size[t], track.centre_y[t], track.centre_x[t]))]
-    audio_starts = [t for t in range((coefficients.shape[1] - 20) // 4 + 1)
-                    if np.allclose(example["mfcc"], coefficients[:, 4 * t:4 * t + 20])]
-    assert len(starts) >= 1 and len(audio_starts) == 1
-    shift = audio_starts[0] - starts[0]
-    if example["label"] == 1:
-      assert shift == 0
-    else:
-      assert 1 <= abs(shift) <= 15
-  assert 0 < sum(labels) < len(labels)
+    assert len(starts) >= 1
+    start = starts[0]
+    for window in range(3):
+      for frame in range(5):
+        t = start + window + frame
+        np.testing.assert_array_equal(example["lips"][window, frame], sync_eval.crop_frame(
+            frames[t], track.half_size[t], track.centre_y[t], track.centre_x[t]))
+    # Audio window j is frame start - 15 + j's: lip window i's candidates are i .. i + 30.
+    for index in range(33):
+      mfcc_window = example["mfcc"][index]
+      audio_start = start - 15 + index
+      if 0 <= audio_start < audio_windows:  # the clip's own audio window
+        np.testing.assert_allclose(mfcc_window,
+                                   coefficients[:, 4 * audio_start:4 * audio_start + 20],
+                                   rtol=1e-5, atol=1e-4)
+      elif audio_start <= -6:  # wholly before the clip: silence (log energy of float eps)
+        np.testing.assert_allclose(mfcc_window[0], np.log(np.finfo(float).eps), rtol=1e-6)
+        silent_windows += 1
+  assert silent_windows > 0
 
 
-def test_contrastive_loss():
-  lips = jnp.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
-  audio = jnp.array([[3.0, 4.0], [3.0, 4.0], [6.0, 8.0]])  # distances 5, 5, 10
-  labels = jnp.array([1.0, 0.0, 0.0])
-  loss, distance = trainer.contrastive_loss(lips, audio, labels, margin=7.0)
-  np.testing.assert_allclose(distance, [5.0, 5.0, 10.0], rtol=1e-6)
-  # Matched: d^2 = 25; offset within the margin: (7 - 5)^2 = 4; beyond it: 0.
-  assert float(loss) == pytest.approx((25.0 + 4.0 + 0.0) / 3)
+def test_candidates_are_each_lip_windows_offsets():
+  audio = jnp.arange(2 * (2 * 2 + 3), dtype=jnp.float32).reshape(2, 7, 1)  # B 2, K 2, L 3
+  candidates = trainer.candidate_embeddings(audio, lip_windows=3)
+  assert candidates.shape == (6, 5, 1)
+  np.testing.assert_array_equal(candidates[4, :, 0], [8, 9, 10, 11, 12])  # example 1, window 1
+
+
+def test_offset_loss_ranks_the_matched_window_against_offsets_and_zero():
+  lips = jnp.array([[3.0, 4.0]])  # distance 5 to the zero embedding
+  audio = jnp.array([[[3.0, 6.0], [3.0, 4.5], [0.0, 4.0]]])  # distances 2, 0.5, 3; matched: 0.5
+  loss, distance = trainer.offset_loss(lips, audio, temperature=0.5)
+  np.testing.assert_allclose(distance, [[2.0, 0.5, 3.0, 5.0]], rtol=1e-5)
+  logits = -np.array([2.0, 0.5, 3.0, 5.0]) / 0.5
+  expected = -(logits[1] - np.log(np.sum(np.exp(logits))))
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+  metrics = trainer.distance_metrics(distance)
+  assert float(metrics["offset_accuracy"]) == 1.0
+  assert float(metrics["distance/matched"]) == pytest.approx(0.5)
+  assert float(metrics["distance/offset"]) == pytest.approx(2.5)
+  assert float(metrics["distance/zero"]) == pytest.approx(5.0)
+  # Lips nearer the zero embedding than the matched window: the loss rises, the pick is wrong.
+  far_loss, far_distance = trainer.offset_loss(lips, audio + 10.0, temperature=0.5)
+  assert float(far_loss) > float(loss)
+  assert float(trainer.distance_metrics(far_distance)["offset_accuracy"]) == 0.0
 
 
 @pytest.mark.slow
@@ -85,7 +111,8 @@ def test_a_short_run_exports_weights_the_evaluator_loads(data_dir, tmp_path):
                                        sharding.create_mesh(config.mesh, jax.devices()[:1]))
   assert int(state.step) == 2
   logged = {key for _, scalars in writes for key in scalars}
-  assert {"loss", "distance/matched", "distance/offset", "eval/pair_accuracy"} <= logged
+  assert {"loss", "distance/matched", "distance/offset", "distance/zero", "offset_accuracy",
+          "eval/loss", "eval/offset_accuracy"} <= logged
   assert all(np.isfinite(value) for _, scalars in writes for value in scalars.values())
   variables = pretrained.load_syncnet(str(workdir / trainer.WEIGHTS_FILE), width=WIDTH)
   # The file holds the trained state, BatchNorm running statistics (updated by training) too.
