@@ -13,7 +13,11 @@ with their pose shifted in time and scaled, as VASA-1 calibrates CAPP on VoxCele
    - shift table: the pose window starts s = -4 .. 4 frames after the audio window (s > 0: the
      head moves late);
    - scale table: the pose's motion (its deviation from the window's mean) times 0.2 .. 3;
-   - control: each clip's pose against the next held-out clip's speech.
+   - control: each clip's pose against the next held-out clip's speech;
+   - reference without training (`loudness_reference`): the correlation of the head pitch with
+     the smoothed loudness of the speech (the log-mel energy, smoothed as SynthTalk smooths the
+     envelope that drives the nods) over the same windows, for shifts of -8 .. 8 frames: the
+     timing signal there is for CAPP to learn, and how sharply it falls with the shift.
 Writes `capp_synthtalk.json` in the workdir (copied to experiments/results/ for the record).
 """
 
@@ -71,6 +75,36 @@ def train(args: argparse.Namespace, data_dir: str) -> tuple[str, float, int]:
   return train_dir, time.perf_counter() - start, int(state.step)
 
 
+# SynthTalk's nods follow the envelope smoothed by a Gaussian of 0.15 s (3.75 frames at 25 fps).
+_NOD_SMOOTHING_FRAMES = 3.75
+REFERENCE_SHIFTS = tuple(range(-8, 9))
+
+
+def _gaussian_smooth(values: np.ndarray, frames: float) -> np.ndarray:
+  radius = int(3 * frames) + 1
+  kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / frames) ** 2)
+  return np.convolve(np.pad(values, radius, mode="edge"), kernel / kernel.sum(), mode="valid")
+
+
+def loudness_reference(clips: list[dict], window: int) -> dict[str, float]:
+  """{shift: mean over windows of corr(smoothed loudness, pitch moved by shift)} of the clips
+  (their audio is log-mel [T, A], pose [T, 6]; written only for log-mel features); windows every 25 frames, 8 frames clear of
+  either end."""
+  margin = max(REFERENCE_SHIFTS)
+  correlations = {shift: [] for shift in REFERENCE_SHIFTS}
+  for clip in clips:
+    loudness = _gaussian_smooth(np.log(np.exp(clip["audio"]).sum(axis=1)), _NOD_SMOOTHING_FRAMES)
+    pitch = clip["pose"][:, 1]
+    for start in capp_eval.window_starts(len(loudness), window, margin=margin):
+      audio = loudness[start:start + window] - loudness[start:start + window].mean()
+      for shift in REFERENCE_SHIFTS:
+        pose = pitch[start + shift:start + shift + window]
+        pose = pose - pose.mean()
+        correlations[shift].append(
+            float(audio @ pose / (np.linalg.norm(audio) * np.linalg.norm(pose) + 1e-9)))
+  return {str(shift): float(np.mean(values)) for shift, values in correlations.items()}
+
+
 def evaluate(data_dir: str, capp_dir: str) -> dict:
   scorer = capp_eval.CAPPScorer(capp_dir)
   margin = max(SHIFTS)
@@ -105,6 +139,8 @@ def evaluate(data_dir: str, capp_dir: str) -> dict:
       "capp_by_scale": {str(scale): mean([r["scale"][str(scale)] for r in results])
                         for scale in SCALES},
       "capp_other_clip_audio": mean([r["other_clip_audio"] for r in results]),
+      **({"loudness_pitch_correlation_by_shift": loudness_reference(clips, scorer.window)}
+         if scorer.featurizer.kind == "log_mel" else {}),
       "zero_shift_highest_rate": mean([max(r["shift"].values()) == r["shift"]["0"]
                                        for r in results]),
       "shape": {

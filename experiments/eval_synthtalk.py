@@ -117,12 +117,14 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
   """Rows label -> evaluator results; a column appears when some row has its value."""
   columns = [(key, title) for key, title in COLUMNS
              if any(key in results["overall"] for results in rows.values())]
-  lines = ["| | clips | " + " | ".join(title for _, title in columns) + " |",
+  lines = ["| | clips scored / chosen | " + " | ".join(title for _, title in columns) + " |",
            "|---|---:|" + "---:|" * len(columns)]
   for label, results in rows.items():
     cells = [f"{results['overall'][key]:.3f}" if key in results["overall"] else "—"
              for key, _ in columns]
-    lines.append(f"| {label} | {results['counts']['clips']} | " + " | ".join(cells) + " |")
+    scored = max(results["counts"]["scored"].values(), default=0)
+    lines.append(f"| {label} | {scored} / {results['counts']['clips']} | " + " | ".join(cells)
+                 + " |")
   notes = sorted({note for results in rows.values() for note in results["notes"]})
   skipped = [f"{label}: {item['clip']} ({item['metric']}): {item['reason']}"
              for label, results in rows.items() for item in results["skipped"]]
@@ -140,7 +142,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--capp_checkpoint", help="a trained CAPP directory")
   parser.add_argument("--i3d", help="converted I3D weights (.npz), for FVD25")
   parser.add_argument("--inception", help="converted FID Inception weights (.npz), for FID")
-  parser.add_argument("--num_clips", type=int, default=6)
+  parser.add_argument("--num_clips", type=int, default=8,
+                      help="held-out clips (the tracker finds no face in some generated ones)")
   parser.add_argument("--min_seconds", type=float, default=3.0,
                       help="shortest clip used (CAPP needs one 3 s window)")
   parser.add_argument("--display_scale", type=int, default=4)
