@@ -1,7 +1,7 @@
 """CAPP's calibration on SynthTalk: train the audio and pose encoders, then score held-out clips
 with their pose shifted in time and scaled, as VASA-1 calibrates CAPP on VoxCeleb2.
 
-  python experiments/capp_synthtalk.py --workdir=/tmp/capp_synthtalk
+  python experiments/capp_synthtalk.py --workdir=/tmp/capp_synthtalk [--set FIELD=VALUE ...]
 
 1. Generates a SynthTalk set (`--num_speakers` x `--clips_per_speaker` clips of 3.5-5 s at 64 px;
    20% of the speakers held out), unless it exists. SynthTalk's heads nod (pitch) and sway (yaw)
@@ -24,6 +24,7 @@ Writes `capp_synthtalk.json` in the workdir (copied to experiments/results/ for 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
 import os
@@ -62,11 +63,27 @@ def make_data(args: argparse.Namespace) -> str:
   return data_dir
 
 
+def make_config(args: argparse.Namespace):
+  """`configs/capp.py:cpu` with `--steps`, `--seed` and the `--set FIELD=VALUE` overrides."""
+  config = capp_config.get_config("cpu")
+  config.total_steps, config.seed = args.steps, args.seed
+  for override in args.set:
+    field, _, value = override.partition("=")
+    parent = config
+    *path, leaf = field.split(".")
+    for name in path:
+      parent = parent[name]
+    if leaf not in parent:
+      raise ValueError(f"--set {override!r}: the config has no field {field!r}")
+    parent[leaf] = ast.literal_eval(value)
+  return config
+
+
 def train(args: argparse.Namespace, data_dir: str) -> tuple[str, float, int]:
   """(trained CAPP directory, training seconds, steps trained; 0 s and None steps when it was
   already there). SIGTERM stops training early (the loop saves), then the check runs."""
-  config = capp_config.get_config("cpu")
-  config.data_dir, config.total_steps, config.seed = data_dir, args.steps, args.seed
+  config = make_config(args)
+  config.data_dir = data_dir
   train_dir = os.path.join(args.workdir, "train")
   if os.path.exists(os.path.join(train_dir, capp_eval.PARAMS_FILE)):
     return train_dir, 0.0, None
@@ -165,21 +182,24 @@ def main(argv=None) -> dict:
   parser.add_argument("--steps", type=int, default=capp_config.get_config("cpu").total_steps)
   parser.add_argument("--seed", type=int, default=13)
   parser.add_argument("--num_workers", type=int, default=1)
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="change a field of configs/capp.py:cpu, e.g. --set batch_size=8; "
+                      "repeatable")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   absl_logging.set_verbosity(absl_logging.INFO)  # the training loop's metrics, on stderr
   absl_logging.set_stderrthreshold(absl_logging.INFO)
   os.makedirs(args.workdir, exist_ok=True)
+  config = make_config(args)
   data_dir = make_data(args)
   capp_dir, train_seconds, steps_trained = train(args, data_dir)
   start = time.perf_counter()
   results = evaluate(data_dir, capp_dir)
   results["settings"] = {
-      "config": "configs/capp.py:cpu", "model": capp_config.get_config("cpu").model.to_dict(),
-      "data": {key: value for key, value in capp_config.get_config("cpu").data.to_dict().items()
+      "config": "configs/capp.py:cpu", "overrides": args.set, "model": config.model.to_dict(),
+      "data": {key: value for key, value in config.data.to_dict().items()
                if "shift" in key or "scale" in key},
-      "batch_size": capp_config.get_config("cpu").batch_size,
-      "learning_rate": capp_config.get_config("cpu").optimizer.learning_rate,
+      "batch_size": config.batch_size, "learning_rate": config.optimizer.learning_rate,
       "steps": args.steps,
       "steps_trained": steps_trained, "num_speakers": args.num_speakers,
       "clips_per_speaker": args.clips_per_speaker, "test_clips": len(results["clips"]),
