@@ -131,6 +131,16 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
   return "\n".join(lines + [""] + [f"- {line}" for line in notes + skipped]) + "\n"
 
 
+def table_text(results: dict[str, Any]) -> str:
+  """The .md file: which networks scored, then `markdown_table` of the rows."""
+  settings = results["settings"]
+  weights = (f"SyncNet `{settings['syncnet']}` (width {settings['syncnet_width']}), CAPP "
+             f"`{settings['capp_checkpoint']}`, I3D `{settings['i3d']}`, Inception "
+             f"`{settings['inception']}`; {len(settings['clips'])} held-out clips of "
+             f"`{settings['demo_dir']}`.")
+  return f"Scored with {weights}\n\n" + markdown_table(results["rows"])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--demo_dir", required=True, help="a finished `vasa_jax.demo` workdir")
@@ -189,7 +199,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
   with open(args.output, "w", encoding="utf-8") as file:
     json.dump(results, file, indent=2)
-  table = markdown_table(rows)
+  table = table_text(results)
   with open(args.output[:-len(".json")] + ".md", "w", encoding="utf-8") as file:
     file.write(table)
   print(table)

@@ -46,6 +46,11 @@ def test_markdown_table_rows_columns_and_notes():
   assert lines[3] == "| generated | 1 / 2 | 1.000 | — | 0.700 | 4.500 |"
   # The notes once, then each skipped metric with its row.
   assert lines[5:] == ["- fvd left out: --i3d not given", "- generated: b (capp): no face"]
+  settings = {"syncnet": "old.npz", "syncnet_width": 0.25, "capp_checkpoint": "capp",
+              "i3d": None, "inception": None, "clips": ["a", "b"], "demo_dir": "demo"}
+  text = eval_synthtalk.table_text({"rows": rows, "settings": settings})
+  assert text.startswith("Scored with SyncNet `old.npz` (width 0.25), CAPP `capp`, ")
+  assert text.endswith(eval_synthtalk.markdown_table(rows))
 
 
 def test_file_names_of_clip_ids():
