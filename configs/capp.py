@@ -9,8 +9,9 @@ Variants (after the colon):
   paper (default): 3 s windows, a 6-layer pose transformer and a 6-layer audio transformer over
       Wav2Vec2 features (256 wide), batch 256; for a GPU/TPU with `--config.audio.wav2vec2_dir`.
   cpu: the same 6-layer pose encoder and a 2-layer audio encoder over log-mel features, 32 wide,
-      batch 64, 4 shifted and 2 scaled pose negatives per example; trains on SynthTalk on a
-      shared CPU in about 45 minutes (experiments/capp_synthtalk.py).
+      batch 32, 4 shifted and 2 scaled pose negatives per example, 1,400 steps: 30 minutes on
+      the shared 2-core machine (experiments/capp_synthtalk.py; it does not generalise to
+      held-out SynthTalk speakers yet, experiments/LOG.md 2026-12-08).
   tiny: 20-frame windows, 2 + 2 layers 32 wide: for tests.
 """
 
