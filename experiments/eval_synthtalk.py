@@ -17,9 +17,9 @@ and CAPP.
    A rerun on the same `--workdir` with the same clips and settings reuses the videos
    (`videos.json` records what they were made with), so rescoring with other weights is quick.
 3. Scores both folders with `vasa_jax.evaluate.evaluate`: Sc, SD and offset (SyncNet), CAPP, Delta
-   P, the mouth-envelope correlation; FVD25 / FID of the generations against the real clips and
-   LMD to them where their weights are given (`--i3d`, `--inception`); a metric without weights is
-   left out with the evaluator's note.
+   P, the mouth-envelope correlation; for the generations also LMD to the real clips and FVD25 /
+   FID against them (with `--i3d`, `--inception`); a metric without weights is left out with the
+   evaluator's note, a clip the tracker finds no face in is listed as skipped.
 Writes `--output` (.json: both sets' full results, the settings) and the same name with .md (the
 table: rows real clips and generated, VASA-1 Table 1's columns first).
 """
