@@ -67,36 +67,49 @@ def test_examples_are_windows_of_the_clip(data_dir):
   candidates = np.arange(min(len(pose), len(audio)) - window + 1)
   pose_windows = capp_eval.centred_windows(pose, candidates, window)
   audio_windows = capp_eval.centred_windows(audio, candidates, window)
-  sampler = trainer.CAPPSampler(reader, window, min_shift=1, max_shift=4, featurizer=featurizer)
+  sampler = trainer.CAPPSampler(reader, window, min_shift=1, max_shift=4, featurizer=featurizer,
+                                num_shifted=3, num_scaled=2, log2_scale_range=(1.0, 2.0))
   shifts = []
   for seed in range(10):
     example = sampler(0, np.random.default_rng(seed))
     assert example["audio"].shape == (window, config.audio.num_mels)
-    assert example["pose"].shape == example["shifted_pose"].shape == (window, 6)
+    assert example["pose"].shape == (window, 6)
+    assert example["negative_pose"].shape == (5, window, 6)
+    assert example["has_negative"].tolist() == [True] * 5  # 40-frame clips: room for 3 shifts
     # Which windows: found by matching against every candidate start.
     [start] = [t for t in candidates if np.allclose(example["pose"], pose_windows[t])]
     [audio_start] = [t for t in candidates if np.allclose(example["audio"], audio_windows[t])]
-    [shifted] = [t for t in candidates if np.allclose(example["shifted_pose"], pose_windows[t])]
-    assert audio_start == start and example["has_shifted"]
-    assert 1 <= abs(shifted - start) <= 4
-    shifts.append(shifted - start)
+    assert audio_start == start
+    copies = [[t for t in candidates if np.allclose(negative, pose_windows[t])][0]
+              for negative in example["negative_pose"][:3]]
+    assert len(set(copies)) == 3 and all(1 <= abs(t - start) <= 4 for t in copies)
+    shifts += [t - start for t in copies]
+    for scaled in example["negative_pose"][3:]:
+      factor = np.sum(scaled * example["pose"]) / np.sum(example["pose"] ** 2)
+      np.testing.assert_allclose(scaled, factor * example["pose"], rtol=1e-5, atol=1e-6)
+      assert 1.0 - 1e-5 <= abs(np.log2(factor)) <= 2.0 + 1e-5
   assert min(shifts) < 0 < max(shifts)
+  # A clip without room for a shift: its shifted copies are masked, the scaled ones are not.
+  long_shift = trainer.CAPPSampler(reader, window, min_shift=30, max_shift=40,
+                                   featurizer=featurizer, num_shifted=2, num_scaled=1)
+  assert long_shift(0, np.random.default_rng(0))["has_negative"].tolist() == [False, False, True]
 
 
 def test_clip_loss():
   audio = jnp.array([[1.0, 0.0], [0.0, 1.0]])
   pose = jnp.array([[0.6, 0.8], [0.0, 1.0]])
-  shifted = jnp.array([[1.0, 0.0], [1.0, 0.0]])
+  negatives = jnp.array([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, -1.0]]])  # [B, K, E]
   scale = jnp.array(2.0)
-  loss, logits = trainer.clip_loss(audio, pose, shifted, jnp.array([True, False]), scale)
+  loss, logits = trainer.clip_loss(audio, pose, negatives, jnp.array([[True, True],
+                                                                      [False, True]]), scale)
   np.testing.assert_allclose(logits, [[1.2, 0.0], [1.6, 2.0]], rtol=1e-6)
 
   def cross_entropy(row, label):
     return -row[label] + np.log(np.sum(np.exp(row)))
 
-  # Audio 0 also meets its shifted pose (cosine 1, logit 2); audio 1 has none.
-  audio_to_pose = cross_entropy(np.array([1.2, 0.0, 2.0]), 0) + cross_entropy(
-      np.array([1.6, 2.0]), 1)
+  # Audio 0 also meets both its negatives (logits 2, 0); audio 1 only its second (logit -2).
+  audio_to_pose = cross_entropy(np.array([1.2, 0.0, 2.0, 0.0]), 0) + cross_entropy(
+      np.array([1.6, 2.0, -2.0]), 1)
   pose_to_audio = cross_entropy(np.array([1.2, 1.6]), 0) + cross_entropy(np.array([0.0, 2.0]), 1)
   assert float(loss) == pytest.approx(0.25 * (audio_to_pose + pose_to_audio), rel=1e-5)
 
@@ -104,19 +117,23 @@ def test_clip_loss():
 def test_encoders_learn_a_fixed_batch(data_dir):
   config = tiny_config(data_dir)
   config.batch_size = 4  # the 4 training clips, one window each
+  config.data.num_scaled = 1
   iterator = trainer.make_iterator(config, "train", seed=0, process_index=0, process_count=1)
   batch = jax.tree.map(jnp.asarray, next(iterator))
   model = trainer.make_model(config)
   optimizer = optax.adam(3e-3)
   state = jax.jit(lambda rng: flax.core.meta.unbox(trainer.make_init_state(model, optimizer)(
       rng)))(jax.random.key(0, impl="rbg"))
-  step = jax.jit(trainer.make_train_step(model, optimizer))
+  step = jax.jit(trainer.make_train_step(model, optimizer, config.data.num_shifted))
   first = None
   for _ in range(40):
     state, metrics = step(state, batch, None, None)
     first = float(metrics["loss"]) if first is None else first
   assert float(metrics["loss"]) < 0.3 * first
   assert float(metrics["retrieval_top1"]) == 1.0
+  # The matched pose is nearer the speech than its shifted and scaled copies.
+  assert float(metrics["cosine/matched"]) > max(float(metrics["cosine/shifted"]),
+                                                float(metrics["cosine/scaled"]))
 
 
 def test_a_short_run_exports_what_the_scorer_reads(data_dir, tmp_path):
