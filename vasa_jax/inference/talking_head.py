@@ -252,8 +252,9 @@ class TalkingHead:
               num_steps: Optional[int] = None) -> None:
     """Compiles the window function for `num_steps` denoising steps (None: the sampler's) and
     the decoder function (before a latency measurement)."""
-    self.sampler.start_stream(num_steps=num_steps).push(
-        np.zeros((1, self.sampler.audio_dim), np.float32))
+    motion_stream = self.sampler.start_stream(num_steps=num_steps)
+    motion_stream.push(np.zeros((1, self.sampler.audio_dim), np.float32))
+    motion_stream.finish()
     for _ in self.render(appearance, np.zeros((1, self.sampler.motion_dim), np.float32)):
       pass
 
