@@ -345,11 +345,12 @@ def feature_difference(featurizer: speech_features.SpeechFeaturizer,
 
 def measure_pipeline(motion_config, latent_config, featurizer: speech_features.SpeechFeaturizer,
                      waveform: np.ndarray, steps: int, chunk_frames: int, decode_batch: int,
-                     seed: int) -> dict[str, Any]:
+                     seed: int, rounds: int) -> dict[str, Any]:
   """Offline and streaming (chunks of `chunk_frames` frames fed as fast as they are consumed) on
   the same audio, with the repo's own pieces: `featurizer` / `StreamingFeatures`,
   `MotionSampler.generate` / `MotionStream`, and the decoder in batches of `decode_batch`.
 
+  Both run once to compile, then `rounds` times alternately; figures of the median round.
   Returns frames/s of each (frames / wall time of the whole run), whether their motion is equal,
   and the streaming first frame's compute latency split into features (the calls until the first
   window's features are in), motion (the first window call) and decode (the first decoder call),
@@ -405,10 +406,16 @@ def measure_pipeline(motion_config, latent_config, featurizer: speech_features.S
 
   offline()  # compiles every shape (feature segments, window, decoder batch)
   stream()
-  start_time = time.perf_counter()
-  offline_motion, _ = offline()
-  offline_s = time.perf_counter() - start_time
-  streamed_motion, stream_s, first, seconds = stream()
+  offline_times, stream_times, stream_runs = [], [], []
+  for _ in range(rounds):  # alternated, so that a change of the machine's load hits both
+    start_time = time.perf_counter()
+    offline_motion, _ = offline()
+    offline_times.append(time.perf_counter() - start_time)
+    stream_runs.append(stream())
+    stream_times.append(stream_runs[-1][1])
+  offline_s, stream_s = statistics.median(offline_times), statistics.median(stream_times)
+  streamed_motion, _, first, seconds = sorted(stream_runs, key=lambda run: run[1])[
+      len(stream_runs) // 2]  # the median run
   frames = len(offline_motion)
   hop = audio_lib.SAMPLE_RATE / featurizer.fps
   first_window = min(frames, sampler.window)
@@ -421,7 +428,8 @@ def measure_pipeline(motion_config, latent_config, featurizer: speech_features.S
       "streamed_motion_equals_offline": bool(np.array_equal(streamed_motion, offline_motion)),
       "first_frame_compute_ms": {**first, "total": sum(first.values())},
       "first_frame_audio_wait_ms": 1000 * audio_wait_s,
-      "streaming_seconds_by_part": seconds}
+      "streaming_seconds_by_part": seconds, "offline_seconds_each_round": offline_times,
+      "streaming_seconds_each_round": stream_times}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -632,7 +640,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     audio = bench_audio(wav2vec2_config, motion_config.audio.chunk_seconds, args.repeats,
                         args.warmup, args.seed)
   measured = None
-  if args.stream_seconds > 0 and not args.skip_decoder:
+  if args.stream_seconds > 0 and not args.skip_decoder and args.repeats > 0:
     waveform = speech_like(args.stream_seconds, args.seed)
     measured = {"audio_seconds": args.stream_seconds, "decode_batch": max(args.decode_batches),
                 "load_average_before": list(os.getloadavg()), "by_steps": {}}
@@ -647,7 +655,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
       print(f"  measured pipeline, {steps} steps", flush=True)
       measured["by_steps"][steps] = measure_pipeline(
           motion_config, latent_config, featurizer, waveform, steps, args.chunk_frames,
-          max(args.decode_batches), args.seed)
+          max(args.decode_batches), args.seed, args.repeats)
     measured["load_average_after"] = list(os.getloadavg())
 
   notes = [
@@ -674,8 +682,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
       "measured (--stream_seconds > 0): offline (`featurizer(waveform)`, `MotionSampler.generate`, "
       "decode in batches of the largest --decode_batches) and streaming (`StreamingFeatures`, "
       "`MotionStream`, decode per window; audio in chunks of --chunk_frames frames, fed as fast "
-      "as they are consumed) on the same synthetic speech, every shape compiled first; frames/s "
-      "= frames / wall time of the whole run. first_frame_compute_ms: the compute spent by the "
+      "as they are consumed) on the same synthetic speech, every shape compiled first, then "
+      "--repeats rounds alternating offline and streaming; frames/s = frames / median "
+      "wall time of the whole run. first_frame_compute_ms: the compute spent by the "
       "stream when its first frame is out, by part; first_frame_audio_wait_ms: the audio a live "
       "stream waits for before that (one window of frames and the features' look-ahead). "
       "load_average_*: os.getloadavg() (the machine may be shared).",
