@@ -59,6 +59,7 @@ from configs import latent as latent_config_lib
 from configs import motion as motion_config_lib
 from vasa_jax.data import speech_features
 from vasa_jax.inference import streaming
+from vasa_jax.inference import talking_head
 from vasa_jax.inference import sampler as sampler_lib
 from vasa_jax.diffusion import guidance
 from vasa_jax.models import audio as audio_lib
@@ -351,7 +352,8 @@ def measure_pipeline(motion_config, latent_config, featurizer: speech_features.S
   `MotionSampler.generate` / `MotionStream`, and the decoder in batches of `decode_batch`.
 
   Both run once to compile, then `rounds` times alternately; figures of the median round.
-  Returns frames/s of each (frames / wall time of the whole run), whether their motion is equal,
+  Returns frames/s of each (frames / wall time of the whole run, and frames / CPU time of this
+  process, which other processes on a shared machine do not inflate), whether their motion is equal,
   and the streaming first frame's compute latency split into features (the calls until the first
   window's features are in), motion (the first window call) and decode (the first decoder call),
   plus the audio a stream waits for before that window (W frames and the look-ahead).
@@ -368,11 +370,12 @@ def measure_pipeline(motion_config, latent_config, featurizer: speech_features.S
     raise SystemExit(f"the latent config's motion width {motion_dim} is not the motion "
                      f"config's {sampler.motion_dim}")
 
-  def render(motion):  # [n, M] -> frames, in padded batches (`FaceRenderer.render`)
+  def render(motion):  # [n, M] -> frames, in batches as `FaceRenderer.render` makes them
     frames = []
     for start in range(0, len(motion), decode_batch):
       batch = motion[start:start + decode_batch]
-      padded = np.concatenate([batch, np.repeat(batch[-1:], decode_batch - len(batch), 0)])
+      size = talking_head.decoder_batch(len(batch), decode_batch)
+      padded = np.concatenate([batch, np.repeat(batch[-1:], size - len(batch), 0)])
       frames.append(np.asarray(decode(*decode_args, padded))[:len(batch)])
     return frames
 
@@ -406,14 +409,18 @@ def measure_pipeline(motion_config, latent_config, featurizer: speech_features.S
 
   offline()  # compiles every shape (feature segments, window, decoder batch)
   stream()
-  offline_times, stream_times, stream_runs = [], [], []
+  offline_times, stream_times, offline_cpu, stream_cpu, stream_runs = [], [], [], [], []
   for _ in range(rounds):  # alternated, so that a change of the machine's load hits both
-    start_time = time.perf_counter()
+    start_time, start_cpu = time.perf_counter(), time.process_time()
     offline_motion, _ = offline()
     offline_times.append(time.perf_counter() - start_time)
+    offline_cpu.append(time.process_time() - start_cpu)
+    start_cpu = time.process_time()
     stream_runs.append(stream())
+    stream_cpu.append(time.process_time() - start_cpu)
     stream_times.append(stream_runs[-1][1])
   offline_s, stream_s = statistics.median(offline_times), statistics.median(stream_times)
+  offline_cpu_s, stream_cpu_s = statistics.median(offline_cpu), statistics.median(stream_cpu)
   streamed_motion, _, first, seconds = sorted(stream_runs, key=lambda run: run[1])[
       len(stream_runs) // 2]  # the median run
   frames = len(offline_motion)
@@ -425,11 +432,16 @@ def measure_pipeline(motion_config, latent_config, featurizer: speech_features.S
       "steps": steps, "frames": frames, "audio_seconds": len(waveform) / audio_lib.SAMPLE_RATE,
       "offline_fps": frames / offline_s, "streaming_fps": frames / stream_s,
       "streaming_over_offline": offline_s / stream_s,
+      # Frames per CPU second of this process (all its threads): the work, whatever else runs.
+      "offline_fps_cpu_time": frames / offline_cpu_s,
+      "streaming_fps_cpu_time": frames / stream_cpu_s,
+      "streaming_over_offline_cpu_time": offline_cpu_s / stream_cpu_s,
       "streamed_motion_equals_offline": bool(np.array_equal(streamed_motion, offline_motion)),
       "first_frame_compute_ms": {**first, "total": sum(first.values())},
       "first_frame_audio_wait_ms": 1000 * audio_wait_s,
       "streaming_seconds_by_part": seconds, "offline_seconds_each_round": offline_times,
-      "streaming_seconds_each_round": stream_times}
+      "streaming_seconds_each_round": stream_times, "offline_cpu_seconds_each_round": offline_cpu,
+      "streaming_cpu_seconds_each_round": stream_cpu}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -548,13 +560,15 @@ def markdown_tables(report: dict) -> str:
               f"{report['shapes']['chunk_frames']} frames; load average "
               f"{measured['load_average_before'][0]:.1f} before, "
               f"{measured['load_average_after'][0]:.1f} after):", "",
-              "| steps | offline FPS | streaming FPS | streaming / offline | streamed = offline "
-              "| first frame: audio wait (ms) | features | motion | decode | compute total |",
-              "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+              "| steps | offline FPS | streaming FPS | streaming / offline | same, per CPU second "
+              "| streamed = offline | first frame: audio wait (ms) | features | motion | decode | "
+              "compute total |", "|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"]
     for steps, run in measured["by_steps"].items():
       first = run["first_frame_compute_ms"]
       lines.append(f"| {steps} | {run['offline_fps']:.2f} | {run['streaming_fps']:.2f} | "
                    f"{run['streaming_over_offline']:.2f} | "
+                   f"{run['offline_fps_cpu_time']:.2f} / {run['streaming_fps_cpu_time']:.2f} = "
+                   f"{run['streaming_over_offline_cpu_time']:.2f} | "
                    f"{run['streamed_motion_equals_offline']} | "
                    f"{run['first_frame_audio_wait_ms']:.0f} | {first['features']:.1f} | "
                    f"{first['motion']:.1f} | {first['decode']:.1f} | {first['total']:.1f} |")
@@ -684,7 +698,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
       "`MotionStream`, decode per window; audio in chunks of --chunk_frames frames, fed as fast "
       "as they are consumed) on the same synthetic speech, every shape compiled first, then "
       "--repeats rounds alternating offline and streaming; frames/s = frames / median "
-      "wall time of the whole run. first_frame_compute_ms: the compute spent by the "
+      "wall time of the whole run; *_cpu_time: frames / median CPU time of this process (all "
+      "its threads), the work done, which other jobs on a shared machine do not inflate. "
+      "first_frame_compute_ms: the compute spent by the "
       "stream when its first frame is out, by part; first_frame_audio_wait_ms: the audio a live "
       "stream waits for before that (one window of frames and the features' look-ahead). "
       "load_average_*: os.getloadavg() (the machine may be shared).",

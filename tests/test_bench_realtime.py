@@ -51,6 +51,7 @@ def test_tiny_benchmark_writes_positive_timings_and_flops(tmp_path, capsys):
   for run in measured["by_steps"].values():
     assert run["frames"] == 55 and run["streamed_motion_equals_offline"]
     assert run["offline_fps"] > 0 and run["streaming_fps"] > 0
+    assert run["offline_fps_cpu_time"] > 0 and run["streaming_fps_cpu_time"] > 0
     first = run["first_frame_compute_ms"]
     assert min(first["features"], first["motion"], first["decode"]) > 0
     assert abs(first["total"] - first["features"] - first["motion"] - first["decode"]) < 1e-6

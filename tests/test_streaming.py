@@ -20,6 +20,7 @@ from vasa_jax.data import speech_features
 from vasa_jax.data.synthtalk import dataset as synthtalk
 from vasa_jax.inference import sampler as sampler_lib
 from vasa_jax.inference import streaming
+from vasa_jax.inference import talking_head
 from vasa_jax.models import audio as audio_lib
 from vasa_jax.models import motion_dit
 
@@ -173,3 +174,10 @@ def test_stream_motion_equals_offline_with_constant_work_per_chunk(sampler):
   # window at the end.
   assert list(calls_per_chunk[:8]) == [1] * 8 and calls_per_chunk.sum() == len(
       sampler_lib.window_plan(len(offline), sampler.window)), calls_per_chunk
+
+
+def test_decoder_batches_waste_little_on_a_window():
+  """A last, shorter decoder batch runs padded to the next power of two (at most the batch size):
+  a stream's W = 25 frame windows decode 8 + 8 + 8 + 1 frames, not 4 x 8."""
+  assert [talking_head.decoder_batch(count, 8) for count in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
+  assert [talking_head.decoder_batch(count, 6) for count in (3, 5, 6)] == [4, 6, 6]
