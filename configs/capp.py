@@ -46,8 +46,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   audio.wav2vec2_dir = ""
   # Wav2Vec2 hidden state used: 0 the feature projection, i the output of layer i, -1 the last.
   audio.layer = -1
-  # Seconds of audio per Wav2Vec2 call (longer audio runs in overlapping chunks).
-  audio.chunk_seconds = 10.0
+  # Seconds of video frames per Wav2Vec2 block: each block's forward also sees 2 s before it and
+  # 0.1 s after it, that segment normalised on its own (speech_features; offline = streaming).
+  # As configs/motion.py: one motion window (W / fps = 4 s).
+  audio.chunk_seconds = 4.0
   # Mel bands of the "log_mel" features.
   audio.num_mels = 40
 

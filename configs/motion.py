@@ -40,8 +40,11 @@ def audio_config(variant: str) -> ml_collections.ConfigDict:
   audio.wav2vec2_dir = ""
   # Wav2Vec2 hidden state used: 0 the feature projection, i the output of layer i, -1 the last.
   audio.layer = -1
-  # Seconds of audio per Wav2Vec2 call; longer audio runs in overlapping chunks (flat memory).
-  audio.chunk_seconds = 10.0
+  # Seconds of video frames per Wav2Vec2 block: each block's forward also sees 2 s before it and
+  # 0.1 s after it, that segment normalised on its own (speech_features; offline = streaming).
+  # One motion window (W / fps: 4 s, tiny 1 s): a stream gets a window's features as its audio
+  # is in.
+  audio.chunk_seconds = 4.0 if variant == "paper" else 1.0
   # Mel bands of the "log_mel" features.
   audio.num_mels = 40
   return audio

@@ -1,29 +1,33 @@
 r"""Real-time benchmark of the paper-size inference path (VASA-1 section 4, SPEC 1.4).
 
   python experiments/bench_realtime.py --output=bench_realtime.json [--repeats=3] [--warmup=1] \
-      [--steps=50,10] [--decode_batches=1,8] [--chunk_frames=10] [--skip_decoder] \
-      [--skip_audio] [--tiny]
+      [--steps=50,10] [--decode_batches=1,8] [--stream_seconds=0 [--chunk_frames=10]] \
+      [--skip_decoder] [--skip_audio] [--tiny]
 
 Runs on whatever device JAX has (CPU, GPU) with RANDOMLY INITIALISED weights of the paper-size
 models (no pretrained weights exist here; run time and FLOPs do not depend on the weight
 values): the MotionDiT of configs/motion.py (paper: W=100, K=10, 8 layers x 512), the
 FaceAutoencoder decoder of configs/latent.py (512: 512 x 512 frames) and a Wav2Vec2-base-sized
 feature extractor (transformers.Wav2Vec2Config defaults). --tiny uses the tiny variants and a
-tiny Wav2Vec2 instead (for tests). --repeats=0 compiles every function for its cost analysis and
-the roofline but runs none (no timings, no CPU frame rates).
+tiny Wav2Vec2 instead (for tests and CPU runs). --repeats=0 compiles every function for its cost
+analysis and the roofline but runs none (no timings, no CPU frame rates).
 
 Measured (median of --repeats calls after --warmup untimed calls; compilation timed apart):
   1. the sampler's compiled window function (`MotionSampler`: one guided window of W frames, a
      lax.scan over the denoising steps, one batched 3B network call per step) per step count;
   2. the decoder D(V_app, z_id, z_pose, z_dyn) -> uint8 frames, as `TalkingHead` runs it, per
      batch size;
-  3. the Wav2Vec2 forward on one chunk of `config.audio.chunk_seconds` (the shape every feature
-     call of the repo runs: shorter audio is zero-padded to it) and on the unpadded streaming
-     segment (context + chunk + look-ahead of `vasa_jax.inference.streaming.StreamingFeatures`).
-Derived: offline frames/s (motion + decode + features per frame); streaming with chunks of
---chunk_frames (default 10 frames = 0.4 s at 25 fps): first-frame latency (features of the first
-chunk + one window call + decoding one frame) and sustained frames/s (each chunk costs one full
-window call, one feature call and decoding its frames in batches of the largest batch size).
+  3. the Wav2Vec2 forward on one feature block of `config.audio.chunk_seconds` as the repo runs
+     it (`speech_features.wav2vec2_featurizer`: the block, 2 s of context and 0.1 s of
+     look-ahead, zero-padded to whole seconds).
+Derived: frames/s (motion + decode + features per frame; offline and streaming do the same work
+per frame) and the first-frame compute latency (the first window's feature blocks + one window
+call + one decoder call).
+End to end (--stream_seconds > 0; `measure_pipeline`): offline and streaming on the same audio
+with the repo's own objects, timed whole: streaming and offline frames/s, whether the streamed
+motion equals the offline motion, the first frame's latency split into features, motion and
+decode (and the audio a live stream waits for), the machine's load average, and how far the
+block features are from whole-clip features.
 FLOPs and bytes accessed come from XLA's cost analysis of the compiled functions. The GPU
 projection is a ROOFLINE per compiled function (`roofline`): its time per frame is at least
 max(FLOPs / peak FLOP/s, bytes / peak memory bandwidth) on the H100 (SXM5) and the RTX 4090
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -52,7 +57,9 @@ import transformers
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import latent as latent_config_lib
 from configs import motion as motion_config_lib
+from vasa_jax.data import speech_features
 from vasa_jax.inference import streaming
+from vasa_jax.inference import talking_head
 from vasa_jax.inference import sampler as sampler_lib
 from vasa_jax.diffusion import guidance
 from vasa_jax.models import audio as audio_lib
@@ -224,13 +231,13 @@ def bench_motion(config, steps_list: Sequence[int], repeats: int, warmup: int,
   return results
 
 
-def bench_decoder(config, batch_sizes: Sequence[int], repeats: int, warmup: int,
-                  seed: int) -> dict[str, Any]:
-  """Decoder timings and FLOPs per batch size, and the autoencoder's parameter counts."""
+def random_decoder(config, seed: int) -> tuple[Callable, tuple, int]:
+  """(jitted decode(params, volume, z_id, motion [B, M]) -> uint8 [B, S, S, 3] as `TalkingHead`
+  runs it, (params, volume, z_id) with random weights and appearance, motion width M)."""
   model_config = config.model
   model = autoencoder_lib.FaceAutoencoder.from_config(model_config)
   depth, height, width = autoencoder_lib.volume_shape(model_config)
-  volume_rng, identity_rng, motion_rng = jax.random.split(jax.random.key(seed), 3)
+  volume_rng, identity_rng = jax.random.split(jax.random.key(seed))
   volume = jax.random.normal(volume_rng, (1, depth, height, width, model_config.volume_channels))
   z_id = jax.random.normal(identity_rng, (1, model_config.identity_dim))
   motion_dim = motion_config_lib.POSE_DIM + model_config.dyn_dim
@@ -251,14 +258,22 @@ def bench_decoder(config, batch_sizes: Sequence[int], repeats: int, warmup: int,
         method="decode")  # [B, S, S, 3] in [-1, 1]
     return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
+  return jax.jit(decode), (params, volume, z_id), motion_dim
+
+
+def bench_decoder(config, batch_sizes: Sequence[int], repeats: int, warmup: int,
+                  seed: int) -> dict[str, Any]:
+  """Decoder timings and FLOPs per batch size, and the autoencoder's parameter counts."""
+  decode, (params, volume, z_id), motion_dim = random_decoder(config, seed)
+  motion_rng = jax.random.fold_in(jax.random.key(seed), 1)
   counts = autoencoder_lib.parameter_counts(
-      autoencoder_lib.abstract_variables(model_config)["params"])
+      autoencoder_lib.abstract_variables(config.model)["params"])
   results = {"parameters_total": counts["total"],
              "parameters_decode_path": parameter_total(params),
-             "image_size": model_config.image_size, "by_batch": {}}
+             "image_size": config.model.image_size, "by_batch": {}}
   for batch in batch_sizes:
     motion = 0.1 * jax.random.normal(jax.random.fold_in(motion_rng, batch), (batch, motion_dim))
-    timing = measure(jax.jit(decode), (params, volume, z_id, motion), repeats, warmup,
+    timing = measure(decode, (params, volume, z_id, motion), repeats, warmup,
                      f"decode, batch {batch}")
     results["by_batch"][batch] = {
         "call_ms": timing["ms"], "per_frame_ms": ratio(timing["ms"], batch),
@@ -267,44 +282,178 @@ def bench_decoder(config, batch_sizes: Sequence[int], repeats: int, warmup: int,
   return results
 
 
-def bench_audio(wav2vec2_config: transformers.Wav2Vec2Config, chunk_seconds: float,
-                segment_seconds: float, repeats: int, warmup: int, seed: int) -> dict[str, Any]:
-  """Wav2Vec2 forward timings and FLOPs on one feature chunk and on a streaming segment."""
-  stride = audio_lib.frame_stride(wav2vec2_config)
-  chunk_samples = max(1, round(chunk_seconds * audio_lib.SAMPLE_RATE / stride)) * stride
-  segment_samples = round(segment_seconds * audio_lib.SAMPLE_RATE)
-  audio_rng = jax.random.key(seed)
+def bench_audio(wav2vec2_config: transformers.Wav2Vec2Config, block_seconds: float,
+                repeats: int, warmup: int, seed: int) -> dict[str, Any]:
+  """Wav2Vec2 forward timing and FLOPs of one feature block as the repo runs it: the block's
+  frames, WAV2VEC2_CONTEXT_SECONDS before and WAV2VEC2_LOOKAHEAD_SECONDS after, zero-padded to
+  whole seconds (`speech_features.wav2vec2_featurizer`)."""
+  segment_seconds = (block_seconds + speech_features.WAV2VEC2_CONTEXT_SECONDS
+                     + speech_features.WAV2VEC2_LOOKAHEAD_SECONDS)
+  num_samples = math.ceil(segment_seconds) * audio_lib.SAMPLE_RATE
+  bundle = random_wav2vec2(wav2vec2_config, seed)
+  waveform = jax.random.normal(jax.random.key(seed), (1, num_samples))
+  block = measure(bundle.forward, (bundle.params, waveform, jnp.array([num_samples], jnp.int32)),
+                  repeats, warmup, f"Wav2Vec2, {num_samples} samples")
+  return {"parameters": parameter_total(bundle.params), "block_seconds": block_seconds,
+          "segment_seconds": segment_seconds, "forward_seconds": num_samples / 16_000,
+          "block_forward_ms": block["ms"], "block_compile_s": block["compile_s"],
+          "ms_per_second": ratio(block["ms"], block_seconds),
+          "flops_per_second": block["flops"] / block_seconds,
+          "bytes_per_second": block["bytes"] / block_seconds}
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole pipeline, measured: offline vs streaming on the same audio.
+# ----------------------------------------------------------------------------------------------
+def random_wav2vec2(wav2vec2_config: transformers.Wav2Vec2Config,
+                    seed: int) -> audio_lib.Wav2Vec2Bundle:
+  """A Wav2Vec2 bundle with random weights (normalising its input, as the released ones)."""
   module = audio_lib.Wav2Vec2Model(wav2vec2_config)
   params = random_params(jax.eval_shape(
-      module.init, jax.random.key(0), jax.ShapeDtypeStruct((1, chunk_samples), jnp.float32))[
-          "params"], seed)
-  bundle = audio_lib.wav2vec2_bundle(wav2vec2_config, params)
+      module.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 16_000), jnp.float32))["params"],
+                         seed)
+  return audio_lib.wav2vec2_bundle(wav2vec2_config, params)
 
-  def forward_args(num_samples):
-    waveform = jax.random.normal(jax.random.fold_in(audio_rng, num_samples), (1, num_samples))
-    return (bundle.params, waveform, jnp.array([num_samples], jnp.int32))
 
-  chunk = measure(bundle.forward, forward_args(chunk_samples), repeats, warmup,
-                  f"Wav2Vec2, {chunk_samples} samples")
-  segment = measure(bundle.forward, forward_args(segment_samples), repeats, warmup,
-                    f"Wav2Vec2, {segment_samples} samples")
-  seconds = chunk_samples / audio_lib.SAMPLE_RATE
-  return {"parameters": parameter_total(params),
-          "chunk_seconds": seconds, "chunk_forward_ms": chunk["ms"],
-          "chunk_compile_s": chunk["compile_s"], "ms_per_second": ratio(chunk["ms"], seconds),
-          "flops_per_second": chunk["flops"] / seconds,
-          "bytes_per_second": chunk["bytes"] / seconds,
-          "stream_segment_seconds": segment_samples / audio_lib.SAMPLE_RATE,
-          "stream_segment_forward_ms": segment["ms"]}
+def speech_like(seconds: float, seed: int) -> np.ndarray:
+  """float32 [N] 16 kHz: a 150 Hz buzz with harmonics, its loudness changing every 0.2 s (words)
+  and slowly over the clip, over a little noise."""
+  rng = np.random.default_rng(seed)
+  time_axis = np.arange(round(seconds * audio_lib.SAMPLE_RATE)) / audio_lib.SAMPLE_RATE
+  voice = sum(np.sin(2 * np.pi * 150 * k * time_axis) / k for k in range(1, 6))
+  words = rng.uniform(0, 1, math.ceil(seconds / 0.2) + 1)[(time_axis / 0.2).astype(int)]
+  loudness = 0.05 + 0.2 * words * (1 + 0.5 * np.sin(2 * np.pi * time_axis / 7.0))
+  return (loudness * voice + 0.005 * rng.standard_normal(len(time_axis))).astype(np.float32)
+
+
+def feature_difference(featurizer: speech_features.SpeechFeaturizer,
+                       bundle: audio_lib.Wav2Vec2Bundle, waveform: np.ndarray, layer: int,
+                       fps: float) -> dict[str, float]:
+  """How far the block features (fixed context, per-block normalisation) are from whole-clip
+  features (one forward over the clip normalised as a whole)."""
+  blocks = featurizer(waveform)  # [T, H]
+  whole = audio_lib.audio_features(bundle, waveform, fps=fps, layer=layer,
+                                   chunk_seconds=math.ceil(len(waveform) / audio_lib.SAMPLE_RATE))
+  difference = np.abs(blocks - whole)
+  cosine = np.sum(blocks * whole, -1) / (np.linalg.norm(blocks, axis=-1)
+                                         * np.linalg.norm(whole, axis=-1) + 1e-12)
+  return {"frames": len(whole), "mean_abs_whole": float(np.abs(whole).mean()),
+          "mean_abs_difference": float(difference.mean()),
+          "relative_difference": float(np.linalg.norm(blocks - whole) / np.linalg.norm(whole)),
+          "max_abs_difference": float(difference.max()),
+          "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min())}
+
+
+def measure_pipeline(motion_config, latent_config, featurizer: speech_features.SpeechFeaturizer,
+                     waveform: np.ndarray, steps: int, chunk_frames: int, decode_batch: int,
+                     seed: int, rounds: int) -> dict[str, Any]:
+  """Offline and streaming (chunks of `chunk_frames` frames fed as fast as they are consumed) on
+  the same audio, with the repo's own pieces: `featurizer` / `StreamingFeatures`,
+  `MotionSampler.generate` / `MotionStream`, and the decoder in batches of `decode_batch`.
+
+  Both run once to compile, then `rounds` times alternately; figures of the median round.
+  Returns frames/s of each (frames / wall time of the whole run, and frames / CPU time of this
+  process, which other processes on a shared machine do not inflate), whether their motion is equal,
+  and the streaming first frame's compute latency split into features (the calls until the first
+  window's features are in), motion (the first window call) and decode (the first decoder call),
+  plus the audio a stream waits for before that window (W frames and the look-ahead).
+  """
+  motion_config = motion_config.copy_and_resolve_references()
+  motion_config.model.audio_dim = featurizer.dim
+  model = motion_dit.MotionDiT.from_config(motion_config.model)
+  params = random_params(motion_dit.abstract_variables(model)["params"], seed)
+  unit_statistics = {name: {"mean": np.zeros(shape), "std": np.ones(shape)}
+                     for name, shape in sampler_lib.statistics_shapes(motion_config.model).items()}
+  sampler = sampler_lib.MotionSampler(motion_config, params, unit_statistics, num_steps=steps)
+  decode, decode_args, motion_dim = random_decoder(latent_config, seed)
+  if motion_dim != sampler.motion_dim:
+    raise SystemExit(f"the latent config's motion width {motion_dim} is not the motion "
+                     f"config's {sampler.motion_dim}")
+
+  def render(motion):  # [n, M] -> frames, in batches as `FaceRenderer.render` makes them
+    frames = []
+    for start in range(0, len(motion), decode_batch):
+      batch = motion[start:start + decode_batch]
+      size = talking_head.decoder_batch(len(batch), decode_batch)
+      padded = np.concatenate([batch, np.repeat(batch[-1:], size - len(batch), 0)])
+      frames.append(np.asarray(decode(*decode_args, padded))[:len(batch)])
+    return frames
+
+  def offline():
+    motion = sampler.generate(featurizer(waveform), seed=seed)
+    return motion, render(motion)
+
+  def stream():
+    features = streaming.StreamingFeatures(featurizer)
+    motion_stream = sampler.start_stream(seed=seed)
+    parts, first, seconds = [], None, {"features": 0.0, "motion": 0.0, "decode": 0.0}
+    chunks = list(streaming.audio_chunks(waveform, chunk_frames, featurizer.fps)) + [None]
+    start_time = time.perf_counter()
+    for chunk in chunks:
+      tick = time.perf_counter()
+      new_features = features.finish() if chunk is None else features.push(chunk)
+      seconds["features"] += time.perf_counter() - tick
+      tick = time.perf_counter()
+      motion = motion_stream.push(new_features)
+      if chunk is None:
+        motion = np.concatenate([motion, motion_stream.finish()])
+      seconds["motion"] += time.perf_counter() - tick
+      for start in range(0, len(motion), decode_batch):
+        tick = time.perf_counter()
+        render(motion[start:start + decode_batch])
+        seconds["decode"] += time.perf_counter() - tick
+        if first is None:  # compute spent when the first frame is out
+          first = {name: 1000 * value for name, value in seconds.items()}
+      parts.append(motion)
+    return np.concatenate(parts), time.perf_counter() - start_time, first, seconds
+
+  offline()  # compiles every shape (feature segments, window, decoder batch)
+  stream()
+  offline_times, stream_times, offline_cpu, stream_cpu, stream_runs = [], [], [], [], []
+  for _ in range(rounds):  # alternated, so that a change of the machine's load hits both
+    start_time, start_cpu = time.perf_counter(), time.process_time()
+    offline_motion, _ = offline()
+    offline_times.append(time.perf_counter() - start_time)
+    offline_cpu.append(time.process_time() - start_cpu)
+    start_cpu = time.process_time()
+    stream_runs.append(stream())
+    stream_cpu.append(time.process_time() - start_cpu)
+    stream_times.append(stream_runs[-1][1])
+  offline_s, stream_s = statistics.median(offline_times), statistics.median(stream_times)
+  offline_cpu_s, stream_cpu_s = statistics.median(offline_cpu), statistics.median(stream_cpu)
+  streamed_motion, _, first, seconds = sorted(stream_runs, key=lambda run: run[1])[
+      len(stream_runs) // 2]  # the median run
+  frames = len(offline_motion)
+  hop = audio_lib.SAMPLE_RATE / featurizer.fps
+  first_window = min(frames, sampler.window)
+  audio_wait_s = min(len(waveform), math.ceil(first_window * hop) + featurizer.lookahead_samples
+                     ) / audio_lib.SAMPLE_RATE
+  return {
+      "steps": steps, "frames": frames, "audio_seconds": len(waveform) / audio_lib.SAMPLE_RATE,
+      "offline_fps": frames / offline_s, "streaming_fps": frames / stream_s,
+      "streaming_over_offline": offline_s / stream_s,
+      # Frames per CPU second of this process (all its threads): the work, whatever else runs.
+      "offline_fps_cpu_time": frames / offline_cpu_s,
+      "streaming_fps_cpu_time": frames / stream_cpu_s,
+      "streaming_over_offline_cpu_time": offline_cpu_s / stream_cpu_s,
+      "streamed_motion_equals_offline": bool(np.array_equal(streamed_motion, offline_motion)),
+      "first_frame_compute_ms": {**first, "total": sum(first.values())},
+      "first_frame_audio_wait_ms": 1000 * audio_wait_s,
+      "streaming_seconds_by_part": seconds, "offline_seconds_each_round": offline_times,
+      "streaming_seconds_each_round": stream_times, "offline_cpu_seconds_each_round": offline_cpu,
+      "streaming_cpu_seconds_each_round": stream_cpu}
 
 
 # ----------------------------------------------------------------------------------------------
 # Pipeline figures.
 # ----------------------------------------------------------------------------------------------
 def pipeline_figures(motion: dict, decoder: Optional[dict], audio: Optional[dict], window: int,
-                     fps: float, chunk_frames: int) -> dict[int, dict[str, Optional[float]]]:
-  """Offline and streaming figures per step count from the component measurements (decode and
-  features count as zero when skipped; the report's notes say so); {} when nothing was timed."""
+                     fps: float) -> dict[int, dict[str, Optional[float]]]:
+  """Figures per step count from the component measurements (decode and features count as zero
+  when skipped; the report's notes say so); {} when nothing was timed. Offline and streaming do
+  the same work per frame (the same feature blocks and windows), so one frame rate stands for
+  both; the first-frame latency is the compute of the first window's feature blocks, one window
+  and one decoder call at the smallest batch, after W frames of audio have arrived."""
   if any(timing["window_ms"] is None for timing in motion["by_steps"].values()):
     return {}
   decode_batch_1 = decode_large = {"call_ms": 0.0, "per_frame_ms": 0.0, "flops_per_frame": 0.0}
@@ -313,20 +462,17 @@ def pipeline_figures(motion: dict, decoder: Optional[dict], audio: Optional[dict
     decode_batch_1, decode_large = batches[min(batches)], batches[max(batches)]
   audio_ms_per_frame = audio["ms_per_second"] / fps if audio else 0.0
   audio_flops_per_frame = audio["flops_per_second"] / fps if audio else 0.0
-  # The repo's streaming feature call runs one chunk-shaped (zero-padded) forward per chunk.
-  feature_call_ms = audio["chunk_forward_ms"] if audio else 0.0
+  first_blocks_ms = (math.ceil(window / (audio["block_seconds"] * fps)) * audio["block_forward_ms"]
+                     if audio else 0.0)
   figures = {}
   for steps, timing in motion["by_steps"].items():
     offline_ms = timing["per_frame_ms"] + decode_large["per_frame_ms"] + audio_ms_per_frame
-    chunk_ms = timing["window_ms"] + feature_call_ms + chunk_frames * decode_large["per_frame_ms"]
-    flops_per_frame = (timing["flops_per_window"] / window + decode_batch_1["flops_per_frame"]
-                       + audio_flops_per_frame)
     figures[steps] = {
         "offline_ms_per_frame": offline_ms, "offline_fps": 1000 / offline_ms,
-        "first_frame_latency_ms": feature_call_ms + timing["window_ms"]
+        "first_frame_latency_ms": first_blocks_ms + timing["window_ms"]
                                   + decode_batch_1["call_ms"],
-        "streaming_fps": 1000 * chunk_frames / chunk_ms,
-        "flops_per_frame": flops_per_frame}
+        "flops_per_frame": (timing["flops_per_window"] / window
+                            + decode_batch_1["flops_per_frame"] + audio_flops_per_frame)}
   return figures
 
 
@@ -396,21 +542,43 @@ def markdown_tables(report: dict) -> str:
                    f"{timing['flops_per_frame'] / 1e9:.2f} |")
   if report["audio"]:
     audio, fps = report["audio"], report["shapes"]["fps"]
-    lines.append(f"| {report['configs']['audio'].split(':')[0]}, {audio['chunk_seconds']:g} s "
-                 f"chunk | {_ms(audio['chunk_forward_ms'], 1)} | "
+    lines.append(f"| {report['configs']['audio'].split(':')[0]}, {audio['block_seconds']:g} s "
+                 f"block ({audio['forward_seconds']:g} s forward) | "
+                 f"{_ms(audio['block_forward_ms'], 1)} | "
                  f"{_ms(ratio(audio['ms_per_second'], fps), 2)} | "
-                 f"{audio['chunk_compile_s']:.1f} | "
+                 f"{audio['block_compile_s']:.1f} | "
                  f"{audio['flops_per_second'] / fps / 1e9:.2f} |")
-    lines.append(f"| same, unpadded {audio['stream_segment_seconds']:g} s stream segment | "
-                 f"{_ms(audio['stream_segment_forward_ms'], 1)} | | | |")
-  chunk_frames = report["shapes"]["chunk_frames"]
-  lines += ["", f"| steps | offline FPS | stream first-frame latency (ms) | stream FPS (chunk "
-            f"{chunk_frames} frames = {chunk_frames / report['shapes']['fps']:g} s) | "
-            f"GFLOP per frame |", "|---:|---:|---:|---:|---:|"]
+  lines += ["", "| steps | offline = streaming FPS (from components) | first-frame compute "
+            "latency (ms) | GFLOP per frame |", "|---:|---:|---:|---:|"]
   for steps, figures in report["pipeline"].items():
     lines.append(f"| {steps} | {figures['offline_fps']:.2f} | "
-                 f"{figures['first_frame_latency_ms']:.1f} | {figures['streaming_fps']:.2f} | "
+                 f"{figures['first_frame_latency_ms']:.1f} | "
                  f"{figures['flops_per_frame'] / 1e9:.2f} |")
+  if report["measured"]:
+    measured = report["measured"]
+    lines += ["", f"Measured end to end ({measured['audio_seconds']:g} s of audio, chunks of "
+              f"{report['shapes']['chunk_frames']} frames; load average "
+              f"{measured['load_average_before'][0]:.1f} before, "
+              f"{measured['load_average_after'][0]:.1f} after):", "",
+              "| steps | offline FPS | streaming FPS | streaming / offline | same, per CPU second "
+              "| streamed = offline | first frame: audio wait (ms) | features | motion | decode | "
+              "compute total |", "|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+    for steps, run in measured["by_steps"].items():
+      first = run["first_frame_compute_ms"]
+      lines.append(f"| {steps} | {run['offline_fps']:.2f} | {run['streaming_fps']:.2f} | "
+                   f"{run['streaming_over_offline']:.2f} | "
+                   f"{run['offline_fps_cpu_time']:.2f} / {run['streaming_fps_cpu_time']:.2f} = "
+                   f"{run['streaming_over_offline_cpu_time']:.2f} | "
+                   f"{run['streamed_motion_equals_offline']} | "
+                   f"{run['first_frame_audio_wait_ms']:.0f} | {first['features']:.1f} | "
+                   f"{first['motion']:.1f} | {first['decode']:.1f} | {first['total']:.1f} |")
+    if measured.get("feature_difference"):
+      difference = measured["feature_difference"]
+      lines += ["", f"Block features vs whole-clip features ({difference['frames']} frames): "
+                f"relative L2 {difference['relative_difference']:.4f}, mean |diff| "
+                f"{difference['mean_abs_difference']:.4g} (mean |feature| "
+                f"{difference['mean_abs_whole']:.4g}), cosine mean "
+                f"{difference['cosine_mean']:.4f}, min {difference['cosine_min']:.4f}"]
   lines += ["", "| GPU (roofline) | steps | bytes as | " + " | ".join(
       f"{function} ms/frame (roof)" for function in ROOFLINE_FUNCTIONS)
             + " | FPS ceiling | bounded by |", "|---|---:|---|" + "---:|" * 4 + "---|"]
@@ -449,6 +617,9 @@ def _parser() -> argparse.ArgumentParser:
                            "throughput)")
   parser.add_argument("--chunk_frames", type=int, default=10,
                       help="streaming chunk in video frames (10 = 0.4 s at 25 fps)")
+  parser.add_argument("--stream_seconds", type=float, default=0.0,
+                      help="measure offline and streaming end to end on this many seconds of "
+                           "audio (0: not measured; needs the decoder)")
   parser.add_argument("--skip_decoder", action="store_true", help="leave out the decoder")
   parser.add_argument("--skip_audio", action="store_true", help="leave out the Wav2Vec2 features")
   parser.add_argument("--tiny", action="store_true",
@@ -478,12 +649,28 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     decoder = bench_decoder(latent_config, sorted(set(args.decode_batches)), args.repeats,
                             args.warmup, args.seed)
   audio = None
+  wav2vec2_config = transformers.Wav2Vec2Config(**(TINY_WAV2VEC2 if args.tiny else {}))
   if not args.skip_audio:
-    wav2vec2_config = transformers.Wav2Vec2Config(**(TINY_WAV2VEC2 if args.tiny else {}))
-    segment_seconds = (streaming.STREAM_CONTEXT_SECONDS["wav2vec2"] + args.chunk_frames / fps
-                       + streaming.STREAM_LOOKAHEAD_SECONDS["wav2vec2"])
-    audio = bench_audio(wav2vec2_config, motion_config.audio.chunk_seconds, segment_seconds,
-                        args.repeats, args.warmup, args.seed)
+    audio = bench_audio(wav2vec2_config, motion_config.audio.chunk_seconds, args.repeats,
+                        args.warmup, args.seed)
+  measured = None
+  if args.stream_seconds > 0 and not args.skip_decoder and args.repeats > 0:
+    waveform = speech_like(args.stream_seconds, args.seed)
+    measured = {"audio_seconds": args.stream_seconds, "decode_batch": max(args.decode_batches),
+                "load_average_before": list(os.getloadavg()), "by_steps": {}}
+    if args.skip_audio:
+      featurizer = speech_features.log_mel_featurizer(fps, motion_config.audio.num_mels)
+    else:
+      bundle = random_wav2vec2(wav2vec2_config, args.seed)
+      featurizer = speech_features.wav2vec2_featurizer(bundle, fps, -1,
+                                                       motion_config.audio.chunk_seconds)
+      measured["feature_difference"] = feature_difference(featurizer, bundle, waveform, -1, fps)
+    for steps in args.steps:
+      print(f"  measured pipeline, {steps} steps", flush=True)
+      measured["by_steps"][steps] = measure_pipeline(
+          motion_config, latent_config, featurizer, waveform, steps, args.chunk_frames,
+          max(args.decode_batches), args.seed, args.repeats)
+    measured["load_average_after"] = list(os.getloadavg())
 
   notes = [
       "Weights are RANDOMLY INITIALISED (no pretrained weights exist here); run time and FLOPs "
@@ -500,16 +687,27 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
       "also count once). flops_per_window_xla_raw is the raw cost analysis of the whole window "
       "function (one step, one layer), kept for reference. Gathers (trilinear warps) and "
       "elementwise work count little in XLA's FLOPs.",
-      "Offline per frame: window time / W + decode per frame at the largest batch + Wav2Vec2 "
-      "per second / fps (the repo's offline extraction overlaps 10 s chunks by a fifth, 25% more "
-      "for long clips; not included).",
-      f"Streaming, chunks of {args.chunk_frames} frames ({args.chunk_frames / fps:g} s): every "
-      "chunk costs one full W-frame window call, one feature call and the decode of its frames "
-      "(largest batch's per-frame time). The repo's feature calls zero-pad every segment to "
-      "config.audio.chunk_seconds, so a feature call costs one chunk-sized forward; "
-      "stream_segment_forward_ms is the forward on the unpadded segment, for comparison. "
-      "First-frame latency = that feature call + one window call + decoding one frame at the "
-      "smallest batch.",
+      "Offline per frame (from components): window time / W + decode per frame at the largest "
+      "batch + one Wav2Vec2 block forward / its frames. A stream does the same work per frame "
+      "(the same feature blocks and motion windows, `vasa_jax.inference.streaming`); its "
+      "first-frame latency (from components) = the first window's feature blocks + one window "
+      "call + one decoder call at the smallest batch, after W frames of audio (and the features' "
+      "look-ahead) have arrived.",
+      "measured (--stream_seconds > 0): offline (`featurizer(waveform)`, `MotionSampler.generate`, "
+      "decode in batches of the largest --decode_batches) and streaming (`StreamingFeatures`, "
+      "`MotionStream`, decode per window; audio in chunks of --chunk_frames frames, fed as fast "
+      "as they are consumed) on the same synthetic speech, every shape compiled first, then "
+      "--repeats rounds alternating offline and streaming; frames/s = frames / median "
+      "wall time of the whole run; *_cpu_time: frames / median CPU time of this process (all "
+      "its threads), the work done, which other jobs on a shared machine do not inflate. "
+      "first_frame_compute_ms: the compute spent by the "
+      "stream when its first frame is out, by part; first_frame_audio_wait_ms: the audio a live "
+      "stream waits for before that (one window of frames and the features' look-ahead). "
+      "load_average_*: os.getloadavg() (the machine may be shared).",
+      "feature_difference: the block features (each block's forward on its segment, normalised "
+      "per segment) against one forward over the whole clip normalised as a whole, with the "
+      "RANDOM Wav2Vec2 weights (a trained model's attention may weigh distant context "
+      "differently).",
       "GPU projection: a ROOFLINE per compiled function, not a measurement (no GPU measured "
       "here). Per frame, each function's time is at least max(FLOPs / dense bf16 tensor-core "
       "peak, bytes accessed / DRAM bandwidth) (peaks and their sources in `gpus`); the frame "
@@ -541,7 +739,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
       "shapes": {"window": window, "num_previous": motion_config.model.num_previous, "fps": fps,
                  "chunk_frames": args.chunk_frames, "chunk_seconds": args.chunk_frames / fps},
       "motion": motion, "decoder": decoder, "audio": audio,
-      "pipeline": pipeline_figures(motion, decoder, audio, window, fps, args.chunk_frames),
+      "pipeline": pipeline_figures(motion, decoder, audio, window, fps),
+      "measured": measured,
       "gpus": GPUS,
       "roofline": roofline(motion, decoder, audio, window, fps),
       "roofline_bf16_bytes": roofline(motion, decoder, audio, window, fps, bytes_scale=0.5),

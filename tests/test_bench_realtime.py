@@ -9,7 +9,7 @@ def test_tiny_benchmark_writes_positive_timings_and_flops(tmp_path, capsys):
   output = tmp_path / "bench.json"
   experiment_scripts.load("bench_realtime").main([
       "--tiny", "--repeats=1", "--warmup=0", "--steps=50,10", "--decode_batches=1,2",
-      "--chunk_frames=5", f"--output={output}"])
+      "--chunk_frames=5", "--stream_seconds=2.2", f"--output={output}"])
   report = json.loads(output.read_text())
   printed = capsys.readouterr().out
   assert "| steps | offline FPS" in printed
@@ -30,7 +30,7 @@ def test_tiny_benchmark_writes_positive_timings_and_flops(tmp_path, capsys):
     assert timing["call_ms"] > 0 and timing["per_frame_ms"] > 0 and timing["flops_per_frame"] > 0
     assert timing["bytes_per_frame"] > 0
   audio = report["audio"]
-  assert audio["chunk_forward_ms"] > 0 and audio["stream_segment_forward_ms"] > 0
+  assert audio["block_forward_ms"] > 0 and audio["forward_seconds"] >= audio["segment_seconds"]
   assert audio["flops_per_second"] > 0 and audio["bytes_per_second"] > 0
   assert report["motion"]["parameters"] > 0 and audio["parameters"] > 0
   assert report["decoder"]["parameters_total"] > report["decoder"]["parameters_decode_path"] > 0
@@ -43,6 +43,24 @@ def test_tiny_benchmark_writes_positive_timings_and_flops(tmp_path, capsys):
     # Half the bytes (bf16) cannot lower the ceiling.
     assert report["roofline_bf16_bytes"][gpu]["50"]["fps_ceiling"] >= entry["fps_ceiling"]
   assert "| GPU (roofline) |" in printed
+
+  # End to end: the streamed motion is the offline motion; the first frame's latency has its
+  # parts; the block features are compared with whole-clip ones.
+  measured = report["measured"]
+  assert len(measured["load_average_before"]) == 3
+  for run in measured["by_steps"].values():
+    assert run["frames"] == 55 and run["streamed_motion_equals_offline"]
+    assert run["offline_fps"] > 0 and run["streaming_fps"] > 0
+    assert run["offline_fps_cpu_time"] > 0 and run["streaming_fps_cpu_time"] > 0
+    first = run["first_frame_compute_ms"]
+    assert min(first["features"], first["motion"], first["decode"]) > 0
+    assert abs(first["total"] - first["features"] - first["motion"] - first["decode"]) < 1e-6
+    # The tiny window (25 frames = 1 s) and 0.1 s of look-ahead.
+    assert abs(run["first_frame_audio_wait_ms"] - 1100.0) < 1.0
+  difference = measured["feature_difference"]
+  assert difference["frames"] == 55 and 0 < difference["relative_difference"]
+  assert -1.0 <= difference["cosine_min"] <= difference["cosine_mean"] <= 1.0
+  assert "Measured end to end" in printed
 
   pipeline = report["pipeline"]
   assert pipeline["50"]["flops_per_frame"] > pipeline["10"]["flops_per_frame"] > 0

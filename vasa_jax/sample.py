@@ -36,8 +36,9 @@ the driving pose too. --save_motion=FILE.npz writes z_pose [T, 7] and z_dyn [T, 
 as shown, the fps, and the controls used (JSON in `controls`).
 
 --stream produces the same video through the streaming path: audio is fed in chunks of
---chunk_frames video frames (default: the window W) as if it arrived live, features, motion and
-frames are made as each chunk arrives, and the first-frame latency (first chunk handed over ->
+--chunk_frames video frames (default: the window W) as if it arrived live; each chunk makes the
+feature blocks and motion windows it completes (the offline ones: the same motion) and their
+frames, and the first-frame latency (first chunk handed over ->
 first decoded frame, compilation done beforehand) and the sustained frame rate are printed.
 
 Expected problems (missing or unreadable files, no face, silent audio, unusable checkpoints)

@@ -4,16 +4,18 @@
   motion = sampler.generate(audio_features, gaze=(0.0, 0.0), distance=1.0, seed=0)  # [T, M]
 
   stream = sampler.start_stream(gaze=(0.0, 0.0), seed=0)
-  for features in chunks_of_live_audio_features:  # each [c <= W, A]
-    motion = stream.push(features)  # [c, M]
+  for features in chunks_of_live_audio_features:  # each [c, A]
+    motion = stream.push(features)  # [n, M]: the windows completed so far
+  motion = stream.finish()  # the last, shorter window
 
 A clip is generated window by window (`window_plan`): W frames at a time, each window conditioned
 on the last K generated frames and their audio features (X_pre, A_pre); the first window has none
 (drop_previous, the learned null embedding, as in training). A window with fewer than W frames of
-audio (the end of a clip, or a streaming chunk) marks the missing frames invalid (`audio_valid`:
+audio (the end of a clip) marks the missing frames invalid (`audio_valid`:
 their audio tokens are the learned null) and keeps only its first frames. Window i of a run with
-seed s draws its noise from `fold_in(key(s), i)`, so a seed fixes the result, and streaming in
-chunks of W frames gives exactly the offline result.
+seed s draws its noise from `fold_in(key(s), i)`, so a seed fixes the result. A stream
+(`MotionStream`) generates the same windows as their audio arrives: exactly the offline result,
+at the same cost per frame.
 
 Controls. gaze (theta, phi) in degrees and the head distance are the clip-level `gaze_main` and
 `distance_main` of the stage-2 data (`data_prep.extract_motion`); emotion is the [E] vector. A
@@ -172,13 +174,13 @@ class MotionSampler:
         pose_control)
 
   def stream(self, feature_chunks: Iterable[np.ndarray], **controls) -> Iterator[np.ndarray]:
-    """Motion [c, M] for each chunk of audio features [c, A] as it arrives; chunks longer than W
-    are generated W frames at a time. `controls`: the keyword arguments of `start_stream`."""
+    """Motion [n, M] (n may be 0) for each chunk of audio features [c, A] as it arrives (the
+    windows it completes, `MotionStream.push`), then the last window's at the end.
+    `controls`: the keyword arguments of `start_stream`."""
     motion_stream = self.start_stream(**controls)
     for chunk in feature_chunks:
-      chunk = np.asarray(chunk)
-      for start in range(0, len(chunk), self.window):
-        yield motion_stream.push(chunk[start:start + self.window])
+      yield motion_stream.push(chunk)
+    yield motion_stream.finish()
 
   def generate(self, audio_features: np.ndarray, progress: bool = False,
                **controls) -> np.ndarray:
@@ -198,11 +200,16 @@ class MotionSampler:
 
 
 class MotionStream:
-  """Generates motion chunk by chunk, each conditioned on the last K frames generated before it.
+  """Generates motion as audio features arrive, window by window as offline generation does.
 
-  Build it with `MotionSampler.start_stream`. Each `push` is one call of the compiled window
-  function. A chunk generated before K frames exist (the first, or an early short one) has no
-  previous block (drop_previous), as training windows with an incomplete previous block had.
+  Build it with `MotionSampler.start_stream`. `push` takes features of any number of frames and
+  returns the motion of every window they complete: window i (frames [iW, (i + 1)W)) is
+  generated once its W frames of features are in, conditioned on the last K frames of window
+  i - 1 (none for the first: drop_previous, as in training) with noise `fold_in(key, i)`; `finish`
+  generates the last, shorter window (its missing frames marked invalid). These are exactly the
+  windows of `MotionSampler.generate` on the same features (`window_plan`), so a stream gives
+  the offline motion, at one window call per W frames. A window's frames are not shown before all
+  W frames of its audio are in: the stream's latency is one window of audio.
   """
 
   def __init__(self, sampler: MotionSampler, controls: dict[str, np.ndarray],
@@ -219,23 +226,39 @@ class MotionStream:
     # The last (up to K) generated frames, normalised: motion [k, M] and audio features [k, A].
     self._previous_motion = np.zeros((0, sampler.motion_dim), np.float32)
     self._previous_audio = np.zeros((0, sampler.audio_dim), np.float32)
+    # Normalised features [p < W, A] of the frames whose window is not complete yet.
+    self._pending_audio = np.zeros((0, sampler.audio_dim), np.float32)
     self.num_windows = 0  # windows generated so far (the next one's noise index)
     self.num_frames = 0  # frames generated so far
 
   def push(self, audio_features: np.ndarray) -> np.ndarray:
-    """Motion [c, M] (denormalised, through the pose control) for the next c <= W frames of
-    audio features [c, A]."""
+    """Motion [n, M] (denormalised, through the pose control; n a multiple of W, may be 0) of the
+    windows that the next frames' audio features [c, A] complete."""
     sampler = self.sampler
     audio_features = np.asarray(audio_features, np.float32)
-    count = len(audio_features)
     if audio_features.ndim != 2 or audio_features.shape[1] != sampler.audio_dim:
       raise ValueError(f"audio features must be [c, {sampler.audio_dim}], got shape "
                        f"{audio_features.shape}")
-    if count > sampler.window:
-      raise ValueError(f"a chunk holds at most W = {sampler.window} frames, got {count}")
-    if count == 0:
-      return np.zeros((0, sampler.motion_dim), np.float32)
-    audio = sampler.statistics["audio_features"].normalize(audio_features)  # [c, A]
+    self._pending_audio = np.concatenate(
+        [self._pending_audio, sampler.statistics["audio_features"].normalize(audio_features)])
+    motion = [np.zeros((0, sampler.motion_dim), np.float32)]
+    while len(self._pending_audio) >= sampler.window:
+      motion.append(self._window(self._pending_audio[:sampler.window]))
+      self._pending_audio = self._pending_audio[sampler.window:]
+    return np.concatenate(motion)
+
+  def finish(self) -> np.ndarray:
+    """Motion [p < W, M] of the frames left at the end of the audio (the last, shorter window)."""
+    if not len(self._pending_audio):
+      return np.zeros((0, self.sampler.motion_dim), np.float32)
+    motion = self._window(self._pending_audio)
+    self._pending_audio = self._pending_audio[:0]
+    return motion
+
+  def _window(self, audio: np.ndarray) -> np.ndarray:
+    """One window call: motion [c, M] for normalised audio features [c <= W, A]."""
+    sampler = self.sampler
+    count = len(audio)
     padded_audio = np.zeros((sampler.window, sampler.audio_dim), np.float32)  # [W, A]
     padded_audio[:count] = audio
     has_previous = len(self._previous_motion) == sampler.num_previous

@@ -114,12 +114,19 @@ def undertrained_warning(latent_checkpoint: str, motion_checkpoint: str) -> Opti
           "motion; train longer (docs/training.md)")
 
 
+def decoder_batch(count: int, batch_size: int) -> int:
+  """Frames a decoder call runs for a batch of `count` <= batch_size frames: the next power of two,
+  at most `batch_size` (a stream's W-frame windows waste little on their last batch, and at most
+  log2(batch_size) + 1 shapes compile)."""
+  return min(batch_size, 1 << max(0, count - 1).bit_length())
+
+
 class FaceRenderer:
   """A stage-1 run's EMA autoencoder as a renderer: a face crop -> its appearance (V_app, z_id)
   once; motion frames [z_pose, z_dyn] -> images, in fixed-size jitted decoder batches.
 
-  latent_checkpoint: the --workdir of a stage-1 run; batch_size: frames per decoder call (the
-  last batch is padded).
+  latent_checkpoint: the --workdir of a stage-1 run; batch_size: frames per decoder call (a
+  last, shorter batch is padded to `decoder_batch` frames).
   """
 
   def __init__(self, latent_checkpoint: str, batch_size: int = 8):
@@ -181,13 +188,15 @@ class FaceRenderer:
 
   def render(self, appearance: tuple[jax.Array, jax.Array], motion: np.ndarray,
              progress: bool = False) -> Iterator[np.ndarray]:
-    """Frames uint8 [b, S, S, 3], batch after batch, of motion [T, M] on `appearance`."""
+    """Frames uint8 [b, S, S, 3], batch after batch, of motion [T, M] on `appearance`: batches of
+    `batch_size` frames, the last one padded to `decoder_batch` frames."""
     motion = np.asarray(motion, np.float32)
     starts = range(0, len(motion), self.batch_size)
     pending = None  # the previous batch, fetched once the next one is dispatched
     for start in tqdm.tqdm(starts, desc="frames", unit="batch", disable=not progress):
       batch = motion[start:start + self.batch_size]
-      padded = np.concatenate([batch, np.repeat(batch[-1:], self.batch_size - len(batch), 0)])
+      size = decoder_batch(len(batch), self.batch_size)
+      padded = np.concatenate([batch, np.repeat(batch[-1:], size - len(batch), 0)])
       frames = self._decode(self._params, *appearance, padded)
       if pending is not None:
         yield np.asarray(pending[0])[:pending[1]]
@@ -251,11 +260,15 @@ class TalkingHead:
   def warm_up(self, appearance: tuple[jax.Array, jax.Array],
               num_steps: Optional[int] = None) -> None:
     """Compiles the window function for `num_steps` denoising steps (None: the sampler's) and
-    the decoder function (before a latency measurement)."""
-    self.sampler.start_stream(num_steps=num_steps).push(
-        np.zeros((1, self.sampler.audio_dim), np.float32))
-    for _ in self.render(appearance, np.zeros((1, self.sampler.motion_dim), np.float32)):
-      pass
+    the decoder function for each of its batch shapes (before a latency measurement)."""
+    motion_stream = self.sampler.start_stream(num_steps=num_steps)
+    motion_stream.push(np.zeros((1, self.sampler.audio_dim), np.float32))
+    motion_stream.finish()
+    size = 1
+    while size <= self.batch_size:  # every `decoder_batch` shape
+      for _ in self.render(appearance, np.zeros((size, self.sampler.motion_dim), np.float32)):
+        pass
+      size = min(2 * size, self.batch_size) if size < self.batch_size else size + 1
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ attention, so the valid frames of a zero-padded input equal those of the unpadde
 float rounding). Every chunk of a recording can thus share one static shape (one compilation)
 without the padding changing its features.
 
-Feature extraction (`audio_features`):
+Feature extraction (`audio_features`; the repo's speech features call it once per block segment,
+so their normalisation is per segment: `vasa_jax.data.speech_features.wav2vec2_featurizer`):
   1. Normalisation. If the bundle says so (`normalize`, from the model directory's
      preprocessor_config.json `do_normalize`, True when absent as in `Wav2Vec2FeatureExtractor`),
      the whole waveform is normalised to zero mean and unit variance,
