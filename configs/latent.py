@@ -4,9 +4,17 @@
       --config.data_dir=DIR
 
 Variants (after the colon):
-  512 (default): paper size at 512x512 input; appearance volume 96 channels x 16 deep x 64 x 64
-      (H/8); 179M parameters (VASA-1 reports ~200M for its face latent model).
-  256: the same network widths at 256x256 input (volume 96 x 16 x 32 x 32).
+  paper (default): the papers' model and recipe at 512x512 input: appearance volume 96 channels
+      x 16 deep x 64 x 64 (H/8); 179M parameters (VASA-1 reports ~200M for its face latent
+      model); MegaPortraits' loss terms and weights (VGG19 20, face 4, gaze 5, hinge GAN 1,
+      feature matching 40, cycle 2 with s=5, m=0.2), VASA-1's pairwise transfer and
+      cross-identity terms, MegaPortraits' 512 schedule (300k steps at batch 16, AdamW, cosine
+      2e-4 -> 1e-6). The default: the recipe with published results on real talking-head video.
+  paper_256: the same at 256x256 input (volume 96 x 16 x 32 x 32; 200k steps at batch 24).
+  extended, extended_256: `paper` / `paper_256` plus this project's additions found on SynthTalk
+      (`_use_extended_recipe`: pixel L1, head-pose and expression supervision with SynthTalk's
+      normalisation constants, transfer cycle, pose decorrelation), each a config field marked
+      ADDITION below with its evidence; docs/architecture.md lists them.
   demo: `small` with wider face-drawing layers and without the terms that need extra renders
       (see `_use_demo_recipe`), 1,200 steps: what `python -m vasa_jax.demo` trains (~9 minutes
       on 2 CPU cores). A face appears by step 200 (21 dB), the rendered mouth follows the speech
@@ -15,6 +23,7 @@ Variants (after the colon):
       backward pass at batch 4 takes ~0.1 s on a CPU once compiled (for tests and smoke runs).
       It never draws a recognisable face at CPU lengths: after 600 steps (~3 minutes on 2 CPU
       cores) held-out renders are at 18 dB PSNR and the tracker finds no face in them.
+  The CPU variants below carry the additions too (they were measured with them):
   small: tiny's widths with the volume at H/4 (8 x 4 x 16 x 16), a shorter decoder that also
       modulates on z_dyn, a spatial readout of the motion encoder and a z_dyn of one entry,
       the measured mouth opening (0.21M parameters); about 2.5x tiny's step time. It
@@ -24,7 +33,8 @@ Variants (after the colon):
       pose decorrelation on all of z_dyn. A face appears after about 250 steps (~5 minutes on 2
       CPU cores, compilation included): held-out renders at 21 dB PSNR, the tracker finds a face
       in 2 of 3 of them; the mouth follows the speech from about 500 steps.
-Print the parameter counts with `python -m vasa_jax.models.autoencoder 512 256 tiny small`.
+Print the parameter counts with `python -m vasa_jax.models.autoencoder paper paper_256 tiny
+small`.
 Where the papers are silent (block counts, warping-generator widths, pose bounds), the values are
 this project's choices, noted per field.
 """
@@ -33,7 +43,10 @@ import ml_collections
 
 from vasa_jax.training import base_config
 
-VARIANTS = ("512", "256", "tiny", "small", "demo")
+VARIANTS = ("paper", "paper_256", "extended", "extended_256", "tiny", "small", "demo")
+# The model size ("512", "256" or "tiny") of each variant.
+_SIZES = {"paper": "512", "paper_256": "256", "extended": "512", "extended_256": "256",
+          "tiny": "tiny", "small": "tiny", "demo": "tiny"}
 
 
 def model_config(image_size) -> ml_collections.ConfigDict:
@@ -139,26 +152,40 @@ def _widen_volume_to_quarter(model: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  """Stage-1 config; `arg` is the variant: "512" (default), "256", "tiny" or "small"."""
-  variant = arg or "512"
+  """Stage-1 config; `arg` is the variant (VARIANTS; "paper" by default)."""
+  variant = arg or "paper"
   if variant not in VARIANTS:
     raise ValueError(f"unknown configs/latent.py variant {variant!r}; choose one of {VARIANTS}")
   config = base_config.base_config()
   config.stage = "latent"
   # Resolution of the square face crops fed to the model (and produced by it).
-  config.image_size = {"512": 512, "256": 256, "tiny": 64, "small": 64, "demo": 64}[variant]
+  size = _SIZES[variant]
+  config.image_size = {"512": 512, "256": 256, "tiny": 64}[size]
   config.model = model_config(config.get_ref("image_size"))
-  if variant in ("tiny", "small", "demo"):
+  if size == "tiny":
     _shrink_to_tiny(config.model)
   if variant in ("small", "demo"):
     _widen_volume_to_quarter(config.model)
   # `small` and `demo` train like `tiny` (same batch, discriminator), with their own recipe.
-  _add_training_fields(config, "tiny" if variant in ("small", "demo") else variant)
+  _add_training_fields(config, size)
+  if not variant.startswith("paper"):
+    _use_extended_recipe(config)
   if variant in ("small", "demo"):
     _use_cpu_check_recipe(config)
   if variant == "demo":
     _use_demo_recipe(config)
   return config
+
+
+def _use_extended_recipe(config: ml_collections.ConfigDict) -> None:
+  """The additions to the papers' recipe found on SynthTalk (the fields marked ADDITION in
+  `_add_training_fields`, each with its evidence): `extended`, `extended_256` and the CPU
+  variants, which were measured with them."""
+  config.loss.l1 = 10.0  # a pixel term beside the perceptual ones
+  config.loss.head_pose = 10.0  # z_pose's rotation against the annotated head pose
+  config.loss.expression = 10.0  # z_dyn's first entries against the measured expression
+  config.loss.transfer_cycle = 2.0  # the dynamics transfer re-read as dyn_j
+  config.loss.pose_decorrelation = 10.0  # z_dyn's free entries uncorrelated with z_pose
 
 
 def _use_demo_recipe(config: ml_collections.ConfigDict) -> None:
@@ -235,9 +262,11 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   config.ema_decay = 0.999
   # Colour jitter of every frame the motion encoder reads in training (`trainers.latent.
   # jitter_colours`: per-channel gain exp(U(-s, s)) and offset U(-s/2, s/2), each image its own;
-  # appearance encoder and targets see the frames unchanged). Our choice, 0 = off: source and
-  # driver share colours and background, so without it z_pose / z_dyn may carry the driver's
-  # colours, which a cross-speaker swap then paints onto the source.
+  # appearance encoder and targets see the frames unchanged). ADDITION (0.4, in `small`/`demo`
+  # only), 0 = off: source and driver share colours and background, so without it z_pose /
+  # z_dyn may carry the driver's colours, which a cross-speaker swap then paints onto the source
+  # (see experiments/LOG.md, "Stage-1: where the cross-speaker loss comes from; colour jitter
+  # and identity cycle (b7b69f5)").
   config.motion_colour_jitter = 0.0
 
   # AdamW with a cosine decay (MegaPortraits: 2e-4 -> 1e-6); generator and discriminator alike.
@@ -250,13 +279,24 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   config.optimizer.weight_decay = 1e-2  # AdamW decoupled weight decay
   config.optimizer.grad_clip_norm = 1.0  # gradients clipped to this global norm
 
-  # Loss weights (0 turns a term off). MegaPortraits' values where it gives them; VASA-1 gives
-  # none for its two additions, so those are this project's choices.
+  # Loss weights (0 turns a term off). As published: MegaPortraits' values where it gives them
+  # (docs/architecture.md, "The paper's recipe and this project's additions"); VASA-1 gives no
+  # weights for its two additions (pairwise transfer, cross-identity
+  # ArcFace), so those are this project's choices. The terms marked ADDITION are off here and on
+  # in `extended`, `tiny`, `small` and `demo` (`_use_extended_recipe`), with the weight given.
   config.loss = ml_collections.ConfigDict()
-  config.loss.l1 = 10.0  # L1 between the reenacted image and the driver frame (our choice)
+  # ADDITION (10): L1 between the reenacted image and the driver frame. MegaPortraits' base model
+  # has no pixel term (its MAE, weight 100, is in the high-resolution stage only); without the
+  # pretrained networks it is what draws a face at all on a CPU.
+  config.loss.l1 = 0.0
   config.loss.vgg = 20.0  # VGG19 perceptual (MegaPortraits: 20); needs pretrained.vgg19
   config.loss.face = 4.0  # face perceptual on ArcFace features, standing in for MegaPortraits'
   #                         VGGFace term (weight 4); needs pretrained.arcface
+  # MegaPortraits' gaze loss (weight 5): L1 between the gaze network's feature maps and gaze
+  # outputs on the driver's eyes in the reenacted image and in the driver frame
+  # (perceptual.gaze_loss; the network is MPIIGaze's LeNet, MegaPortraits names none); needs
+  # pretrained.gaze.
+  config.loss.gaze = 5.0
   config.loss.adversarial = 1.0  # hinge GAN, generator side (MegaPortraits: 1)
   config.loss.feature_matching = 40.0  # discriminator feature matching (MegaPortraits: 40)
   config.loss.cycle = 2.0  # cycle consistency of dynamics codes, CosFace form (MegaPortraits: 2)
@@ -265,70 +305,77 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   config.loss.pairwise_l1 = 10.0  # VASA-1 pose/dynamics transfer: L1 between the two renders
   config.loss.pairwise_vgg = 10.0  # the same pair, VGG19 perceptual; needs pretrained.vgg19
   config.loss.identity = 5.0  # VASA-1 cross-identity ArcFace cosine distance; needs arcface
-  # L1 (radians) of z_pose's yaw/pitch/roll against the data's annotated head pose (the
-  # data-preparation tracker's estimate). Our choice: it anchors z_pose to the real head rotation
+  # ADDITION (10): L1 (radians) of z_pose's yaw/pitch/roll against the data's annotated head
+  # pose (the data-preparation tracker's estimate). It anchors z_pose to the real head rotation
   # as MegaPortraits-style models do with a head-pose estimator, so that a pose code means the
-  # same rotation for every identity and the rigid warp, not z_dyn, carries head motion.
-  config.loss.head_pose = 10.0
-  # L1 of z_dyn's first entries against the expression measured from the annotations (mouth
-  # and eye opening from the landmarks, gaze relative to the head; input_pipeline.
-  # expression_measures), one entry per name in `expression_measures`. Our choice, the dynamics
-  # counterpart of head_pose (and the issue's optional gaze loss): without it the small model's
-  # z_dyn held head-pose residuals and no mouth opening, which stage 2 then cannot drive (see
-  # experiments/LOG.md, "Stage-1 run: expression and transfer-cycle terms, flattened readout").
-  config.loss.expression = 10.0
-  # The measures z_dyn's first entries carry, in order (names of input_pipeline.
-  # EXPRESSION_NAMES; z_dyn needs at least as many entries).
+  # same rotation for every identity and the rigid warp, not z_dyn, carries head motion (see
+  # experiments/LOG.md, "Stage-1 runs 1 and 2: the head-pose term").
+  config.loss.head_pose = 0.0
+  # ADDITION (10): L1 of z_dyn's first entries against the expression measured from the
+  # annotations (mouth and eye opening from the landmarks, gaze relative to the head;
+  # input_pipeline.expression_measures), one entry per name in `expression_measures`. The
+  # dynamics counterpart of head_pose: without it the small model's z_dyn held head-pose
+  # residuals and no mouth opening, which stage 2 then cannot drive (see experiments/LOG.md,
+  # "Stage-1 run: expression and transfer-cycle terms, flattened readout").
+  config.loss.expression = 0.0
+  # The measures z_dyn's first entries carry under `expression`, in order (names of
+  # input_pipeline.EXPRESSION_NAMES; z_dyn needs at least as many entries).
   config.loss.expression_measures = ("mouth_opening", "eye_opening", "gaze_theta_in_head",
                                      "gaze_phi_in_head")
-  # z_dyn's supervised entries carry (measure - centre) / spread, so that they vary by about 1 like
-  # the free entries (the raw ratios vary by ~0.05). Order of input_pipeline.EXPRESSION_NAMES:
-  # mouth opening / width, eye aspect ratio over the clip's open-eye one, gaze theta and phi in
-  # the head (radians); centres and spreads near the means and standard deviations of typical
-  # talking faces (SynthTalk's training frames). Our choice: with the raw ratios the decoder drew
-  # almost no mouth from z_dyn (see experiments/LOG.md, "Stage-1 run: standardised expression
-  # targets (db8c7e9)").
-  # One value per input_pipeline.EXPRESSION_NAMES entry; the measures z_dyn carries take theirs.
+  # Under `expression`, z_dyn's supervised entries carry (measure - centre) / spread, so that
+  # they vary by about 1 like the free entries (the raw ratios vary by ~0.05). Order of
+  # input_pipeline.EXPRESSION_NAMES: mouth opening / width, eye aspect ratio over the clip's
+  # open-eye one, gaze theta and phi in the head (radians); centres and spreads near the means
+  # and standard deviations of SynthTalk's training frames (fitted there: refit them on other
+  # data). With the raw ratios the decoder drew almost no mouth from z_dyn (see
+  # experiments/LOG.md, "Stage-1 run: standardised expression targets (db8c7e9)").
   config.loss.expression_centre = (0.1, 1.0, 0.0, 0.0)
   config.loss.expression_spread = (0.1, 0.15, 0.1, 0.1)
-  # Cycle of the pairwise transfer: the motion encoder re-reads D(V_i, z_id_i, pose_i, dyn_j) and
-  # its dynamics code should be dyn_j (CosFace like `cycle`). Our choice: it penalises a z_dyn
-  # that carries the driver's head pose, which the same-pose `cycle` cannot see.
-  config.loss.transfer_cycle = 2.0
-  # Mean squared batch correlation of z_dyn's free entries (all but the expression-supervised
-  # ones) with z_pose (losses.latent.cross_correlation; z_pose's gradient stopped). Our choice:
-  # it keeps head pose out of z_dyn (see experiments/LOG.md, "Stage-1 screens: the pose
+  # ADDITION (2): cycle of the pairwise transfer: the motion encoder re-reads D(V_i, z_id_i,
+  # pose_i, dyn_j) and its dynamics code should be dyn_j (CosFace like `cycle`). It penalises a
+  # z_dyn that carries the driver's head pose, which the same-pose `cycle` cannot see (see
+  # experiments/LOG.md, "Stage-1 run: expression and transfer-cycle terms, flattened readout").
+  config.loss.transfer_cycle = 0.0
+  # ADDITION (10): mean squared batch correlation of z_dyn's free entries (all but the
+  # expression-supervised ones) with z_pose (losses.latent.cross_correlation; z_pose's gradient
+  # stopped). It keeps head pose out of z_dyn; it assumes expressions independent of the head
+  # pose, as SynthTalk draws them (see experiments/LOG.md, "Stage-1 screens: the pose
   # decorrelation term").
-  config.loss.pose_decorrelation = 10.0
+  config.loss.pose_decorrelation = 0.0
   # Whether the decorrelation also acts on the expression-supervised entries (all of z_dyn). Off
-  # by default: in real video the gaze relative to the head often follows the head (eyes kept on
-  # the camera while it turns), which that would fight. On in `small`, whose 1-entry z_dyn has
-  # no free entries (see experiments/LOG.md, "Stage-1 run: decorrelation on all of z_dyn").
+  # but in `small`/`demo`: in real video the gaze relative to the head often follows the head
+  # (eyes kept on the camera while it turns), which that would fight. `small`'s 1-entry z_dyn
+  # has no free entries (see experiments/LOG.md, "Stage-1 run: decorrelation on all of z_dyn").
   config.loss.decorrelate_expression = False
   # Whether the renders see z_dyn's expression-supervised entries with their gradient stopped
   # (trainers.latent.detached_entries), so that those entries learn from `expression` (and the
   # cycles' re-reads) alone and the reconstruction terms cannot make them carry the speaker's
-  # looks. Off by default: real expressions hold more than the four measures, which the
-  # renders' gradient then shapes. On in `small`, whose z_dyn is the mouth measure alone.
+  # looks. Off but in `small`/`demo`: real expressions hold more than the four measures, which
+  # the renders' gradient then shapes (see experiments/LOG.md, "Stage-1 run: detached
+  # expression codes (ad0d068)").
   config.loss.detach_expression_codes = False
-  # L1 between the reenacted image and the driver over the driver's mouth and eye boxes only
-  # (input_pipeline.face_region_mask, from the tracker's landmarks; ~13% of a 64 px crop), on
-  # top of the whole-image `l1`. Our choice: it weights the pixels where facial dynamics show.
+  # ADDITION (10, in `small`/`demo` only): L1 between the reenacted image and the driver over the
+  # driver's mouth and eye boxes only (input_pipeline.face_region_mask, from the tracker's
+  # landmarks; ~13% of a 64 px crop), on top of the whole-image `l1`. It weights the pixels
+  # where facial dynamics show (see experiments/LOG.md, "Stage-1 run: G2D modulated on z_dyn,
+  # mouth/eye-box L1 (b7cd4b7)").
   config.loss.region_l1 = 0.0
-  # L1 between the dynamics transfers D(V_i, z_id_i, pose_i, dyn_j) and D(V_i, z_id_i, pose_i,
-  # dyn_d) (the other speaker's dynamics; a fifth decode while this is on) and the source frame
-  # I_i outside the source's eyes and lower face (input_pipeline.expression_region_mask, ~1/3 of
-  # a crop): they keep pose i, so only the expression may differ from I_i, and only there. Our
-  # choice: without it, a z_dyn swap also repainted colours and outlines across the frame, and
-  # the swapped render lost more over the rest of the frame than it won in the dynamics region
-  # (see experiments/LOG.md, "Stage-1 run: no-norm decoder, jitter, identity cycle, dynamics
-  # locality (2bcfe3d)"). Real expressions also move cheeks and brows a little, which this term
-  # resists: off at paper size.
+  # ADDITION (30, in `small` only): L1 between the dynamics transfers D(V_i, z_id_i, pose_i,
+  # dyn_j) and D(V_i, z_id_i, pose_i, dyn_d) (the other speaker's dynamics; a fifth decode while
+  # this is on) and the source frame I_i outside the source's eyes and lower face
+  # (input_pipeline.expression_region_mask, ~1/3 of a crop): they keep pose i, so only the
+  # expression may differ from I_i, and only there. Without it, a z_dyn swap also repainted
+  # colours and outlines across the frame (see experiments/LOG.md, "Stage-1 run: no-norm
+  # decoder, jitter, identity cycle, dynamics locality (2bcfe3d)" and "Stage-1 run: locality on
+  # both dynamics transfers, weight 30 (43726bb)"). Real expressions also move cheeks and brows a
+  # little, which this term resists: off at paper size.
   config.loss.dynamics_locality = 0.0
-  # Cosine distance between the source's z_id and the z_id that the model's own identity encoder
-  # (its weights frozen for this read) reads from the cross-identity reenactment. Our choice, a
-  # stand-in for `identity` where no ArcFace weights exist: nothing else stops a cross-speaker
-  # z_pose / z_dyn from carrying the driver's looks into the render. 0 = off.
+  # ADDITION (5, in `small` only): cosine distance between the source's z_id and the z_id that
+  # the model's own identity encoder (its weights frozen for this read) reads from the
+  # cross-identity reenactment; a stand-in for `identity` where no ArcFace weights exist: nothing
+  # else stops a cross-speaker z_pose / z_dyn from carrying the driver's looks into the render
+  # (see experiments/LOG.md, "Stage-1: where the cross-speaker loss comes from; colour jitter and
+  # identity cycle (b7b69f5)").
   config.loss.identity_cycle = 0.0
 
   # Multi-scale patch discriminator (pix2pixHD style).
@@ -346,6 +393,9 @@ def _add_training_fields(config: ml_collections.ConfigDict, variant: str) -> Non
   config.pretrained.vgg19 = ""  # converted torchvision vgg19 weights
   config.pretrained.arcface = ""  # converted arcface_torch IResNet backbone
   config.pretrained.arcface_depth = 100  # that backbone's depth (50 or 100 for the releases)
+  # Converted MPIIGaze LeNet gaze estimator (`--kind=gaze`) of the gaze loss; without it the
+  # gaze term is off and the run log says so in one line.
+  config.pretrained.gaze = ""
 
   # Data: stage-1 samples (source and driver frames of a clip, a frame of another speaker).
   config.data.train_split = "train"  # split trained on

@@ -9,7 +9,13 @@ Variants (after the colon):
   paper (default): 8 layers, 512 wide, 8 heads (27M parameters at motion dim 263 and Wav2Vec2-base
       features; VASA-1 reports ~29M); window W=100 frames, K=10 previous frames at 25 fps (the
       paper gives no W or K; JoyVASA uses these); motion = [z_pose (7), z_dyn (256)] of
-      configs/latent.py's paper model; audio = Wav2Vec2-base hidden states (768).
+      configs/latent.py's paper model; audio = Wav2Vec2-base hidden states (768); VASA-1's
+      recipe: the x0 loss alone, condition dropout 0.1 (X_pre, A_pre 0.5), CFG scales 0.5 / 1.0,
+      50 sampling steps. The default: the recipe with published results.
+  extended: `paper` plus this project's additions found on SynthTalk (`_use_extended_recipe`:
+      the carry of X_pre, the entry blend, the velocity loss), each a field marked ADDITION
+      below with its evidence; docs/architecture.md lists them.
+  The CPU variants below carry the additions too (they were measured with them):
   demo: `tiny` with motion = [z_pose (7), z_dyn (1)] of configs/latent.py:demo, at the length
       `python -m vasa_jax.demo` trains it.
   tiny: 2 layers, 64 wide, window 25, 5 previous frames, log-mel audio features (no pretrained
@@ -25,7 +31,7 @@ import ml_collections
 from vasa_jax.data import motion_records
 from vasa_jax.training import base_config
 
-VARIANTS = ("paper", "tiny", "demo")
+VARIANTS = ("paper", "extended", "tiny", "demo")
 # z_pose: yaw, pitch, roll, translation x, y, z and log scale (`FaceAutoencoder.encode_motion`).
 POSE_DIM = motion_records.POSE_DIM
 
@@ -34,7 +40,7 @@ def audio_config(variant: str) -> ml_collections.ConfigDict:
   """The speech features (`vasa_jax.data.speech_features.from_config`) of extraction and sampling."""
   audio = ml_collections.ConfigDict()
   # "wav2vec2" (VASA-1) or "log_mel" (no pretrained weights; CPU checks).
-  audio.features = {"paper": "wav2vec2", "tiny": "log_mel", "demo": "log_mel"}[variant]
+  audio.features = "log_mel" if variant in ("tiny", "demo") else "wav2vec2"
   # Local Hugging Face Wav2Vec2 directory (config.json + model.safetensors / pytorch_model.bin /
   # flax_model.msgpack), e.g. a download of facebook/wav2vec2-base-960h.
   audio.wav2vec2_dir = ""
@@ -51,7 +57,7 @@ def audio_config(variant: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  """Stage-2 config; `arg` is the variant: "paper" (default) or "tiny"."""
+  """Stage-2 config; `arg` is the variant (VARIANTS; "paper" by default)."""
   variant = arg or "paper"
   if variant not in VARIANTS:
     raise ValueError(f"unknown configs/motion.py variant {variant!r}; choose one of {VARIANTS}")
@@ -78,20 +84,21 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.model.num_heads = 4 if tiny else 8  # attention heads
   config.model.mlp_dim = 128 if tiny else 2048  # MLP hidden width
   config.model.dropout = 0.1  # dropout in attention outputs and MLPs during training
-  # Add a learned carry [W, M] (initialised to 1) times the last previous frame to the predicted
-  # X^0 (when X_pre is given). Our choice (the paper is silent): without it (and without the time
+  # ADDITION (on in `extended`, `tiny`, `demo`): add a learned carry [W, M] (initialised to 1)
+  # times the last previous frame to the predicted X^0 (when X_pre is given). VASA-1 has none:
+  # without it (and without the time
   # embedding on every frame token, models/motion_dit.py) the tiny model barely used X_pre and
   # each window's first frame jumped away from it (see experiments/LOG.md, "Stage-2 screens: why
   # the window boundaries jump").
-  config.model.carry_previous = True
-  # > 0: with X_pre given, a window's first frame is X_pre's last frame plus a predicted step (a
+  config.model.carry_previous = False
+  # ADDITION (3 in `extended`, `tiny`, `demo`; 0 = off): with X_pre given, a window's first frame is X_pre's last frame plus a predicted step (a
   # zero-initialised projection of the first frame's token), and the offset between it and the
-  # window's own first frame fades as exp(-i / entry_blend_frames) over frames i. Our choice
-  # (the paper is silent): it joins each window onto the previous one without losing the mouth
+  # window's own first frame fades as exp(-i / entry_blend_frames) over frames i. VASA-1 has
+  # none: it joins each window onto the previous one without losing the mouth
   # or the gaze, where reading every frame's output as a step (cumulative sum) lost the mouth
   # (see experiments/LOG.md, "Stage-2 screens: joining a window onto X_pre" and "Stage-2 check
   # with the entry blend (stage 1 at 753a55c)").
-  config.model.entry_blend_frames = 3.0
+  config.model.entry_blend_frames = 0.0
   config.model.remat = False  # recompute each layer's activations in the backward pass
   config.model.scan = not tiny  # stack the layers with nn.scan (one compiled layer)
   # Compute dtype: "float32", "bfloat16", or "auto" = bfloat16 on GPUs and TPUs, float32 on CPUs
@@ -111,12 +118,13 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.diffusion.drop_emotion = 0.1
   config.diffusion.drop_previous = 0.5
   config.diffusion.truncate_audio = 0.1
-  # Weight of the velocity term added to the x0 loss (schedules.velocity_loss: squared error of the
-  # frame-to-frame steps, the step out of X_pre's last frame included), as motion diffusion models
-  # such as MDM add. Our choice (VASA-1 gives only the x0 loss): it brings the motion within a
+  # ADDITION (1 in `extended`, `tiny`, `demo`; 0 = off): weight of the velocity term added to
+  # the x0 loss (schedules.velocity_loss: squared error of the frame-to-frame steps, the step out
+  # of X_pre's last frame included), as motion diffusion models such as MDM add. VASA-1 gives
+  # only the x0 loss: it brings the motion within a
   # window close to the real motion's; weight 10 over-smooths (see experiments/LOG.md, "Stage-2
   # screens: why the window boundaries jump").
-  config.diffusion.velocity_loss = 1.0
+  config.diffusion.velocity_loss = 0.0
   # Lower bound of a motion dimension's std in the dataset statistics (constant dims stay finite).
   config.diffusion.min_std = 1e-3
 
@@ -167,6 +175,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Also write each rendered clip with its speech to <workdir>/eval_samples/<step>/.
   config.eval.write_videos = True
 
+  if variant != "paper":
+    _use_extended_recipe(config)
   if variant == "demo":
     # `tiny` for `configs/latent.py:demo`'s one-entry z_dyn, at the demo's length.
     config.model.motion_dim = POSE_DIM + 1
@@ -174,3 +184,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 500
     config.eval_every_steps = 500
   return config
+
+
+def _use_extended_recipe(config: ml_collections.ConfigDict) -> None:
+  """The additions to VASA-1's recipe found on SynthTalk (the fields marked ADDITION above, each
+  with its evidence): `extended` and the CPU variants, which were measured with them."""
+  config.model.carry_previous = True  # learned carry of X_pre's last frame
+  config.model.entry_blend_frames = 3.0  # the window joined onto X_pre, fading over ~3 frames
+  config.diffusion.velocity_loss = 1.0  # squared error of the frame-to-frame steps

@@ -7,6 +7,7 @@
   python -m data_prep.convert_weights --kind=i3d --input=i3d_torchscript.pt --output=i3d.npz
   python -m data_prep.convert_weights --kind=inception \
       --input=pt_inception-2015-12-05-6726825d.pth --output=inception.npz
+  python -m data_prep.convert_weights --kind=gaze --input=mpiigaze_lenet.pth --output=gaze.npz
 
 Kinds (`vasa_jax.models.pretrained.MODEL_KINDS`):
   vgg19            torchvision's `vgg19` ImageNet weights (only `features.*` is kept);
@@ -17,7 +18,10 @@ Kinds (`vasa_jax.models.pretrained.MODEL_KINDS`):
                    read from the archive's data.pkl without running its TorchScript code; its
                    convs are matched to the network's in forward order (`i3d_tensors`), so other
                    ports of the TF-Hub network (state dicts or TorchScript) convert as well;
-  inception        pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (FID's InceptionV3).
+  inception        pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (FID's InceptionV3);
+  gaze             MPIIGaze's LeNet gaze estimator (Zhang et al. 2015) as hysts/pytorch_mpiigaze
+                   trains and saves it (`conv1.*`, `conv2.*`, `fc1.*` 3600 -> 500, `fc2.*`
+                   502 -> 2), for the stage-1 gaze loss (`config.pretrained.gaze`).
 The checkpoint may be a raw state_dict or one wrapped as {"state_dict": ...} or {"model": ...};
 "module." prefixes (DataParallel) are stripped. The output keeps exactly the tensors the Flax model
 needs, under their PyTorch names, in PyTorch layout, as float32; `vasa_jax.models.pretrained` does the

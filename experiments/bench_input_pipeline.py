@@ -75,7 +75,7 @@ def main():
 
   # The paper configs' augmentation (flip, colour, zoom and shift).
   augmentation = input_pipeline.Augmentation.from_config(
-      latent_config.get_config("512").data.augment)
+      latent_config.get_config("paper").data.augment)
   results = []
   for data_dir in args.data_dirs.split(","):
     manifest = records.read_manifest(data_dir)

@@ -1,18 +1,22 @@
 r"""The training budget of the paper-size models: compiled train steps, without running them.
 
   python experiments/bench_train.py --output=experiments/results/bench_train.json \
-      [--num_devices=8] [--fsdp=1] [--dtype=bfloat16] [--mfu=0.25] [--stages=latent_512,...]
+      [--num_devices=8] [--fsdp=1] [--dtype=bfloat16] [--mfu=0.25] [--stages=latent_512,...] \
+      [--remat=both] [--latent_batch_per_device=0]
 
 Compiles the train step that `vasa_jax.training.loop` runs (`loop.jit_train_step`: state donated,
 batch sharded over the mesh's batch axes) of
-  latent_512: configs/latent.py:512 (MegaPortraits' 512 schedule: 300k steps at batch 16),
-  latent_256: configs/latent.py:256 (200k steps at batch 24),
+  latent_512: configs/latent.py:paper (MegaPortraits' 512 schedule: 300k steps at batch 16),
+  latent_256: configs/latent.py:paper_256 (200k steps at batch 24),
   motion:     configs/motion.py:paper (this project's 400k steps at batch 256),
 each with the model's residual blocks / layers rematerialised and without, for ABSTRACT inputs
 (`jax.ShapeDtypeStruct`s: nothing paper-size is allocated) on a mesh of --num_devices devices
 (simulated CPU devices here: `--xla_force_host_platform_device_count`) at the config's global
-batch (per-device batch = batch / devices). Stage 1 traces every loss term of the config,
-including the VGG19 and ArcFace terms (abstract pretrained weights).
+batch (per-device batch = batch / devices), or for stage 1 at --latent_batch_per_device (where
+the config's batch does not compile within the machine's memory; FLOPs are then counted per
+example and the projection scales them to the config's batch). Stage 1
+traces every loss term of the config, including the VGG19, ArcFace and gaze terms (abstract
+pretrained weights).
 
 Per step and program it reports
   MEASURED (from XLA, for the compiled program): parameters; FLOPs per step from the cost
@@ -78,7 +82,8 @@ def latent_parts(config) -> StepParts:
   weights = latent.loss_weights(config)
   init_state, generator_tx, discriminator_tx = latent.make_init_state(networks, config)
   frozen = {name: (nn.meta.unbox(pretrained.abstract_variables(model)) if model else None)
-            for name, model in (("vgg19", networks.vgg), ("arcface", networks.arcface))}
+            for name, model in (("vgg19", networks.vgg), ("arcface", networks.arcface),
+                                ("gaze", networks.gaze))}
   size = config.image_size
 
   def batch(batch_size: int) -> dict:
@@ -91,6 +96,7 @@ def latent_parts(config) -> StepParts:
       spec[f"{name}_gaze"] = array(2)
       spec[f"{name}_expression"] = array(input_pipeline.EXPRESSION_SIZE)
     spec["driver_region_mask"] = array(size, size, dtype=jnp.uint8)
+    spec["driver_eye_boxes"] = array(2, 4)
     spec["source_expression_mask"] = array(size, size, dtype=jnp.uint8)
     spec["speaker"] = array(dtype=jnp.int32)
     spec["cross_identity_speaker"] = array(dtype=jnp.int32)
@@ -255,9 +261,10 @@ def stage_config(stage: str, dtype: str, remat: bool):
   from configs import motion as motion_config  # pylint: disable=g-import-not-at-top
 
   if stage in ("latent_512", "latent_256"):
-    config = latent_config.get_config(stage[len("latent_"):])
+    config = latent_config.get_config("paper" if stage == "latent_512" else "paper_256")
     config.pretrained.vgg19 = "abstract"
     config.pretrained.arcface = "abstract"
+    config.pretrained.gaze = "abstract"
   elif stage == "latent_tiny":  # tests: no pretrained networks
     config = latent_config.get_config("tiny")
   elif stage in ("motion", "motion_tiny"):
@@ -273,27 +280,31 @@ def stage_parts(stage: str, config) -> StepParts:
   return motion_parts(config) if stage.startswith("motion") else latent_parts(config)
 
 
-def budget(stage: str, config, mesh, mfu: float, flops_config=None) -> dict[str, Any]:
+def budget(stage: str, config, mesh, mfu: float, flops_config=None,
+           batch_size: Optional[int] = None) -> dict[str, Any]:
   """Measured figures of one compiled step and the projection (see the module doc).
 
   `flops_config`: the config whose compiled step counts the FLOPs (stage 2: layers unrolled);
-  default `config`.
+  default `config`. `batch_size`: the global batch compiled (default the config's); the
+  projection is for the config's batch at the compiled program's FLOPs per example.
   """
+  batch_size = batch_size or config.batch_size
   start = time.perf_counter()
-  compiled, parameters = compile_train_step(stage_parts(stage, config), mesh)
+  compiled, parameters = compile_train_step(stage_parts(stage, config), mesh, batch_size)
   compile_s = time.perf_counter() - start
   counted = compiled if flops_config is None else compile_train_step(
-      stage_parts(stage, flops_config), mesh)[0]
+      stage_parts(stage, flops_config), mesh, batch_size)[0]
   devices = mesh.devices.size
   per_device_flops = flops(counted)
   global_flops = per_device_flops * devices
-  step_s = global_flops / (PROJECTED_GPUS * H100_PEAK_FLOPS * mfu)
+  step_s = (global_flops / batch_size * config.batch_size
+            / (PROJECTED_GPUS * H100_PEAK_FLOPS * mfu))
   return {
       "measured": {
           "parameters": parameters,
           "flops_per_step_per_device": per_device_flops,
           "flops_per_step": global_flops,
-          "flops_per_example": global_flops / config.batch_size,
+          "flops_per_example": global_flops / batch_size,
           "memory_per_device_bytes": memory(compiled),
           "compile_s": compile_s,
       },
@@ -306,8 +317,10 @@ def budget(stage: str, config, mesh, mfu: float, flops_config=None) -> dict[str,
 
 
 def run(stages: Sequence[str], num_devices: int, fsdp: int, dtype: str, mfu: float,
-        log=print) -> dict[str, Any]:
-  """The budget of each stage with and without remat on a (data, fsdp) mesh of `num_devices`."""
+        log=print, remat_options: Sequence[bool] = (False, True),
+        latent_batch_per_device: int = 0) -> dict[str, Any]:
+  """The budget of each stage with and without remat (`remat_options`) on a (data, fsdp) mesh of
+  `num_devices`; stage 1 at `latent_batch_per_device` examples per device if > 0."""
   import jax  # pylint: disable=g-import-not-at-top
   from vasa_jax.training import sharding  # pylint: disable=g-import-not-at-top
 
@@ -321,20 +334,25 @@ def run(stages: Sequence[str], num_devices: int, fsdp: int, dtype: str, mfu: flo
       "stages": {}}
   for stage in stages:
     base = stage_config(stage, dtype, remat=False)
-    entry = {"config": {"latent_512": "configs/latent.py:512",
-                        "latent_256": "configs/latent.py:256",
+    shards = batch_shards(base, mesh)
+    compiled_batch = (latent_batch_per_device * shards
+                      if stage.startswith("latent") and latent_batch_per_device else
+                      base.batch_size)
+    entry = {"config": {"latent_512": "configs/latent.py:paper",
+                        "latent_256": "configs/latent.py:paper_256",
                         "motion": "configs/motion.py:paper"}.get(stage, stage),
              "batch_size": base.batch_size,
-             "per_device_batch": base.batch_size // batch_shards(base, mesh),
+             "compiled_batch_size": compiled_batch,
+             "per_device_batch": compiled_batch // shards,
              "total_steps": base.total_steps}
-    for remat in (False, True):
+    for remat in remat_options:
       config = stage_config(stage, dtype, remat)
       flops_config = None
       if stage.startswith("motion") and config.model.scan:
         flops_config = stage_config(stage, dtype, remat)
         flops_config.model.scan = False
       log(f"compiling {stage} (remat={remat}) on mesh {dict(mesh.shape)} ...")
-      result = budget(stage, config, mesh, mfu, flops_config)
+      result = budget(stage, config, mesh, mfu, flops_config, compiled_batch)
       entry["remat" if remat else "no_remat"] = result
       log(summary_line(stage, remat, entry, result))
     report["stages"][stage] = entry
@@ -368,6 +386,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   parser.add_argument("--dtype", default="bfloat16", help="model compute dtype")
   parser.add_argument("--mfu", type=float, default=0.25,
                       help="model-FLOPs utilisation assumed by the projection")
+  parser.add_argument("--remat", choices=("both", "no", "yes"), default="both",
+                      help="compile without remat, with it, or both")
+  parser.add_argument("--latent_batch_per_device", type=int, default=0,
+                      help="stage-1 examples per device compiled (0: the config's batch)")
   args = parser.parse_args(argv)
   stages = [stage for stage in args.stages.split(",") if stage]
   unknown = [s for s in stages if s not in STAGES + ("latent_tiny", "motion_tiny")]
@@ -379,7 +401,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
   print(TABLE_HEADER, flush=True)
   report = run(stages, args.num_devices, args.fsdp, args.dtype, args.mfu,
-               log=lambda line: print(line, flush=True))
+               log=lambda line: print(line, flush=True),
+               remat_options={"both": (False, True), "no": (False,), "yes": (True,)}[args.remat],
+               latent_batch_per_device=args.latent_batch_per_device)
   with open(args.output, "w", encoding="utf-8") as f:
     json.dump(report, f, indent=1)
   print(f"wrote {args.output}")

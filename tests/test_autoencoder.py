@@ -175,7 +175,7 @@ def test_paper_size_shapes_and_parameter_count():
 
 
 def test_256_variant_shapes():
-  config = latent.get_config("256")
+  config = latent.get_config("paper_256")
   model = FaceAutoencoder.from_config(config.model)
   image = jax.ShapeDtypeStruct((2, config.image_size, config.image_size, 3), jnp.float32)
   outputs, _ = jax.eval_shape(model.init_with_output, rbg_key(), image, image)

@@ -46,6 +46,14 @@ def test_stage1_batch_shapes_and_dtypes(data_dir):
   for name in ("driver_region_mask", "source_expression_mask"):
     assert batch[name].shape == (4, 16, 16)
     assert batch[name].dtype == np.uint8
+  # The gaze loss's eye boxes (y0, x0, y1, x1), centred in the driver's mouth-and-eye mask.
+  boxes = batch["driver_eye_boxes"]
+  assert boxes.shape == (4, 2, 4) and boxes.dtype == np.float32
+  assert np.all(boxes[..., 2] > boxes[..., 0]) and np.all(boxes[..., 3] > boxes[..., 1])
+  for image_boxes, mask in zip(boxes, batch["driver_region_mask"]):
+    for y0, x0, y1, x1 in image_boxes:
+      centre = mask[int((y0 + y1) / 2), int((x0 + x1) / 2)]
+      assert centre == 1
 
 
 def test_stage1_same_seed_same_batches_other_seed_other_batches(data_dir):

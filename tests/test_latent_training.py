@@ -49,10 +49,11 @@ def tiny_config(data_dir, **overrides):
 
 
 def test_paper_size_init_and_train_step_trace():
-  config = latent_config.get_config()
-  # Trace every term: the perceptual networks get abstract variables (no weight files needed).
+  config = latent_config.get_config("extended")  # the papers' terms and this project's
+  # Trace every term: the pretrained networks get abstract variables (no weight files needed).
   config.pretrained.vgg19 = "abstract"
   config.pretrained.arcface = "abstract"
+  config.pretrained.gaze = "abstract"
   config.loss.region_l1 = 10.0  # off by default at paper size; traced here with the rest
   config.loss.identity_cycle = 5.0  # likewise
   config.loss.dynamics_locality = 10.0  # likewise
@@ -74,15 +75,17 @@ def test_paper_size_init_and_train_step_trace():
                                                        jnp.float32)
   for name in ("driver_region_mask", "source_expression_mask"):
     batch[name] = jax.ShapeDtypeStruct((2, 512, 512), jnp.uint8)
+  batch["driver_eye_boxes"] = jax.ShapeDtypeStruct((2, 2, 4), jnp.float32)
   frozen = {"vgg19": pretrained.abstract_variables(networks.vgg),
-            "arcface": pretrained.abstract_variables(networks.arcface)}
+            "arcface": pretrained.abstract_variables(networks.arcface),
+            "gaze": pretrained.abstract_variables(networks.gaze)}
   train_step = latent.make_train_step(networks, config, weights, generator_tx, discriminator_tx)
   new_state, metrics = jax.eval_shape(train_step, state, batch, jax.random.key(1), frozen)
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   assert {"loss/l1", "loss/vgg", "loss/face", "loss/identity", "loss/cycle",
           "loss/pairwise_l1", "loss/head_pose", "loss/expression", "loss/transfer_cycle",
           "loss/pose_decorrelation", "loss/region_l1", "loss/identity_cycle",
-          "loss/dynamics_locality", "loss/adversarial", "loss/feature_matching",
+          "loss/dynamics_locality", "loss/gaze", "loss/adversarial", "loss/feature_matching",
           "loss/discriminator"} <= set(metrics)
 
 

@@ -251,6 +251,7 @@ class Stage1Sampler:
                                  aug)
         if name == "driver":
           example["driver_region_mask"] = face_region_mask(points, self.image_size)
+          example["driver_eye_boxes"] = eye_boxes(points)  # [2, 4] of the gaze loss
         else:
           example["source_expression_mask"] = expression_region_mask(points, self.image_size)
       head_pose, gaze = _augment_pose(head_pose, gaze, aug)
@@ -321,6 +322,30 @@ def face_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     _fill_box(mask, np.abs(pixel_centres - centre[1]) <= half_height * extent,
               np.abs(pixel_centres - centre[0]) <= half_width * extent)
   return mask
+
+
+# Eye box of the gaze loss: its width over the eye's corner-to-corner width, and its height over
+# its width (MPIIGaze's 36 x 60 eye patches).
+EYE_BOX_WIDTH = 1.5
+EYE_BOX_ASPECT = 36 / 60
+
+
+def eye_boxes(landmarks: np.ndarray) -> np.ndarray:
+  """float32 [2, 4] boxes (y0, x0, y1, x1) in pixels around the right and the left eye of
+  `landmarks` ([68, 2] pixels, x then y), for the gaze network (`vasa_jax.models.gaze`).
+
+  Each box is centred on its eye's landmarks, EYE_BOX_WIDTH x the corner-to-corner width (+1
+  pixel) wide and EYE_BOX_ASPECT x that high, the framing of MPIIGaze's eye patches.
+  """
+  boxes = []
+  for eye in (head_geometry.RIGHT_EYE, head_geometry.LEFT_EYE):
+    points = np.asarray(landmarks, np.float64)[eye]
+    centre_x, centre_y = points.mean(axis=0)
+    half_width = 0.5 * EYE_BOX_WIDTH * (np.ptp(points[:, 0]) + 1.0)
+    half_height = EYE_BOX_ASPECT * half_width
+    boxes.append((centre_y - half_height, centre_x - half_width, centre_y + half_height,
+                  centre_x + half_width))
+  return np.asarray(boxes, np.float32)
 
 
 def expression_region_mask(landmarks: np.ndarray, size: int) -> np.ndarray:

@@ -183,10 +183,10 @@ def parameter_counts(params) -> dict[str, int]:
 
 
 def main(argv: list[str]) -> None:
-  """`python -m vasa_jax.models.autoencoder configs/latent.py:512 configs/latent.py:tiny ...`
+  """`python -m vasa_jax.models.autoencoder configs/latent.py:paper configs/latent.py:tiny ...`
   prints the parameter counts of each config's model."""
   from vasa_jax.training import config_files  # pylint: disable=import-outside-toplevel
-  for spec in argv[1:] or [config_files.default_path("configs/latent.py") + ":512"]:
+  for spec in argv[1:] or [config_files.default_path("configs/latent.py") + ":paper"]:
     counts = parameter_counts(abstract_variables(config_files.load(spec).model)["params"])
     print(f"{spec}: " + ", ".join(f"{name} {count / 1e6:.2f}M"
                                   for name, count in counts.items()))

@@ -1,9 +1,12 @@
-"""Perceptual and identity losses on frozen pretrained networks (VGG19, ArcFace IResNet).
+"""Perceptual, gaze and identity losses on frozen pretrained networks (VGG19, ArcFace IResNet,
+MPIIGaze's LeNet).
 
-MegaPortraits' perceptual losses are a VGG19 (ImageNet) term and a VGGFace term; VASA-1 adds a
-cross-identity loss, the cosine distance between ArcFace embeddings. VGGFace weights are not
-available to this project, so the face term uses the ArcFace IResNet's stage feature maps instead
-(`face_perceptual_loss`).
+MegaPortraits' perceptual losses are a VGG19 (ImageNet) term and a VGGFace term, beside a gaze
+loss from a gaze-estimation network; VASA-1 adds a cross-identity loss, the cosine distance
+between ArcFace embeddings. VGGFace weights are not available to this project, so the face term
+uses the ArcFace IResNet's stage feature maps instead (`face_perceptual_loss`); MegaPortraits
+does not name its gaze network, so the gaze term uses MPIIGaze's LeNet (`gaze_loss`,
+`vasa_jax.models.gaze`).
 
 All functions are pure and jit-friendly. The variables come from `vasa_jax.models.pretrained` (or a
 module's `init`) and are not updated by training. `model` must be the module the variables belong
@@ -19,6 +22,7 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from vasa_jax.models import gaze
 from vasa_jax.models import iresnet
 from vasa_jax.models import vgg
 
@@ -80,6 +84,35 @@ def face_perceptual_loss(arcface_variables: Any, prediction: jax.Array, target: 
   prediction_features, target_features = _features_of_both(
       lambda images: model.apply(arcface_variables, images)[1], prediction, target)
   return _weighted_feature_l1(prediction_features, target_features, layer_weights)
+
+
+def gaze_loss(gaze_variables: Any, prediction: jax.Array, target: jax.Array,
+              eye_boxes: jax.Array, head_pose: jax.Array,
+              model: gaze.GazeLeNet = gaze.GazeLeNet()) -> jax.Array:
+  """MegaPortraits' gaze loss: the mean L1 between the gaze network's readings of the eyes of
+  `prediction` and of `target`, summed over its feature maps (conv1, conv2, fc1) and its gaze
+  output (pitch, yaw in radians).
+
+  Args:
+    gaze_variables: the `GazeLeNet` variables ({"params": ...}).
+    prediction: [B, S, S, 3] in [-1, 1].
+    target: [B, S, S, 3] in [-1, 1] (the driver frame; stop its gradient in the caller if needed).
+    eye_boxes: [B, E, 4] boxes (y0, x0, y1, x1, pixels) of the target's eyes, the same for the
+      prediction (`vasa_jax.data.input_pipeline.eye_boxes`).
+    head_pose: [B, 2] the target's head (pitch, yaw) in radians, the network's second input.
+    model: the gaze module the variables belong to.
+
+  Returns:
+    float32 scalar, 0 for identical images.
+  """
+  eyes = eye_boxes.shape[1]
+  pose = jnp.repeat(head_pose.astype(jnp.float32), eyes, axis=0)  # [B * E, 2]
+
+  def readings(images):
+    gaze_angles, features = model.apply(gaze_variables, gaze.eye_patches(images, eye_boxes),
+                                        pose)
+    return features + [gaze_angles]
+  return _weighted_feature_l1(readings(prediction), readings(target), None)
 
 
 def identity_embedding(arcface_variables: Any, images: jax.Array,

@@ -1,5 +1,5 @@
 """Variables of the frozen pretrained networks from local weight files: the loss networks (VGG19,
-ArcFace IResNet) and the evaluation networks (SyncNet, ...).
+ArcFace IResNet, MPIIGaze's gaze LeNet) and the evaluation networks (SyncNet, ...).
 
 Nothing is downloaded. A weight file is the `.npz` that `python -m data_prep.convert_weights`
 writes from a released PyTorch checkpoint: its keys are the PyTorch state_dict names
@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vasa_jax.models import gaze
 from vasa_jax.models import i3d
 from vasa_jax.models import inception
 from vasa_jax.models import iresnet
@@ -43,6 +44,7 @@ MODEL_KINDS = {
     "syncnet": syncnet.SyncNet(),
     "i3d": i3d.I3D(),
     "inception": inception.FIDInceptionV3(),
+    "gaze": gaze.GazeLeNet(),
 }
 # Flax leaf name -> PyTorch state_dict leaf name.
 _TORCH_LEAF_NAMES = {
@@ -257,3 +259,10 @@ def load_inception(path: str) -> Any:
   (`python -m data_prep.convert_weights --kind=inception
   --input=pt_inception-2015-12-05-6726825d.pth ...`)."""
   return load_variables(path, inception.FIDInceptionV3())
+
+
+def load_gaze(path: str) -> Any:
+  """Variables of `gaze.GazeLeNet()` from a converted MPIIGaze LeNet weight file
+  (`python -m data_prep.convert_weights --kind=gaze --input=checkpoint.pth ...`, a state dict
+  with conv1.*, conv2.*, fc1.*, fc2.* as hysts/pytorch_mpiigaze's lenet saves it)."""
+  return load_variables(path, gaze.GazeLeNet())

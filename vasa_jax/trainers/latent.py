@@ -32,9 +32,11 @@ dyn_j, which penalises a z_dyn that carries the driver's head pose
 inputs and the re-read renders) can get its own random colour jitter
 (`config.motion_colour_jitter`), so that the motion codes cannot carry the frame's colours,
 which source and driver share. The discriminator trains on I_j against `reenacted` with the
-hinge loss. Terms that need a pretrained network (VGG19 perceptual, ArcFace face perceptual and
-identity) are on only when `config.pretrained` names its weight file; the log says which terms
-are off and why.
+hinge loss. MegaPortraits' gaze loss compares a gaze network's readings (MPIIGaze's LeNet,
+`vasa_jax.models.gaze`) of the driver's eyes in `reenacted` and in I_j (`config.loss.gaze`).
+Terms that need a pretrained network (VGG19 perceptual, ArcFace face perceptual and identity,
+gaze) are on only when `config.pretrained` names its weight file; the log says which terms are
+off and why, one line each.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from vasa_jax.models import pretrained
 from vasa_jax.losses import latent as latent_losses
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.models import discriminator as discriminator_lib
+from vasa_jax.models import gaze as gaze_lib
 from vasa_jax.models import iresnet
 from vasa_jax.models import layers
 from vasa_jax.models import perceptual
@@ -69,7 +72,7 @@ TERM_NETWORK = {
     "feature_matching": None, "cycle": None, "pairwise_l1": None, "pairwise_vgg": "vgg19",
     "identity": "arcface", "head_pose": None, "expression": None, "transfer_cycle": None,
     "pose_decorrelation": None, "region_l1": None, "identity_cycle": None,
-    "dynamics_locality": None,
+    "dynamics_locality": None, "gaze": "gaze",
 }
 
 
@@ -90,6 +93,7 @@ class Networks:
   discriminator: discriminator_lib.MultiScaleDiscriminator
   vgg: Optional[vgg.VGG19]
   arcface: Optional[iresnet.IResNet]
+  gaze: Optional[gaze_lib.GazeLeNet]
 
   @classmethod
   def from_config(cls, config) -> "Networks":
@@ -100,7 +104,8 @@ class Networks:
             **config.discriminator.to_dict(), dtype=dtype),
         vgg=vgg.VGG19(dtype=dtype) if config.pretrained.vgg19 else None,
         arcface=iresnet.iresnet(config.pretrained.arcface_depth, dtype=dtype)
-        if config.pretrained.arcface else None)
+        if config.pretrained.arcface else None,
+        gaze=gaze_lib.GazeLeNet(dtype=dtype) if config.pretrained.gaze else None)
 
 
 def loss_weights(config) -> dict[str, float]:
@@ -112,7 +117,7 @@ def loss_weights(config) -> dict[str, float]:
   the cosine cycles on a 1-entry z_dyn.
   """
   available = {None: True, "vgg19": bool(config.pretrained.vgg19),
-               "arcface": bool(config.pretrained.arcface)}
+               "arcface": bool(config.pretrained.arcface), "gaze": bool(config.pretrained.gaze)}
   weights = {}
   for term, network in TERM_NETWORK.items():
     weight = float(config.loss[term])
@@ -175,13 +180,15 @@ def undecorrelated_entries(config, weights: dict[str, float]) -> int:
 
 
 def load_frozen(config) -> dict[str, Any]:
-  """The pretrained perceptual networks' variables ({"vgg19": ..., "arcface": ...} or None)."""
+  """The pretrained loss networks' variables ({"vgg19": ..., "arcface": ..., "gaze": ...}, each
+  None without its weight file)."""
   return {
       "vgg19": pretrained.load_vgg19(config.pretrained.vgg19) if config.pretrained.vgg19
       else None,
       "arcface": pretrained.load_iresnet(config.pretrained.arcface,
                                          config.pretrained.arcface_depth)
       if config.pretrained.arcface else None,
+      "gaze": pretrained.load_gaze(config.pretrained.gaze) if config.pretrained.gaze else None,
   }
 
 
@@ -342,6 +349,10 @@ def generator_loss(networks: Networks, weights: dict[str, float], config, params
   if weights["face"]:
     terms["face"] = perceptual.face_perceptual_loss(frozen["arcface"], reenacted, driver,
                                                     model=networks.arcface)
+  if weights["gaze"]:
+    terms["gaze"] = perceptual.gaze_loss(frozen["gaze"], reenacted, driver,
+                                         images["driver_eye_boxes"], images["driver_head_angles"],
+                                         model=networks.gaze)
   if weights["identity"]:
     terms["identity"] = jnp.mean(perceptual.identity_cosine_distance(
         jax.lax.stop_gradient(perceptual.identity_embedding(frozen["arcface"], source,
@@ -429,6 +440,10 @@ def make_train_step(networks: Networks, config, weights: dict[str, float],
     # expression shows in the source frame (input_pipeline.expression_region_mask): [B, S, S].
     for name in ("driver_region_mask", "source_expression_mask"):
       images[name] = batch[name]
+    # The gaze loss's eye boxes of the driver frame (input_pipeline.eye_boxes) [B, 2, 4] and its
+    # head (pitch, yaw) in radians [B, 2], the gaze network's second input.
+    images["driver_eye_boxes"] = batch["driver_eye_boxes"]
+    images["driver_head_angles"] = jnp.deg2rad(batch["driver_head_pose"][:, 1::-1])
     loss_fn = functools.partial(generator_loss, networks, weights, config)
     (total, (terms, outputs)), generator_grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.generator, state.discriminator, frozen, images, rng)
