@@ -91,11 +91,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # each window's first frame jumped away from it (see experiments/LOG.md, "Stage-2 screens: why
   # the window boundaries jump").
   config.model.carry_previous = False
-  # ADDITION (3 in `extended`, `tiny`, `demo`; 0 = off): with X_pre given, a window's first frame is X_pre's last frame plus a predicted step (a
-  # zero-initialised projection of the first frame's token), and the offset between it and the
-  # window's own first frame fades as exp(-i / entry_blend_frames) over frames i. VASA-1 has
-  # none: it joins each window onto the previous one without losing the mouth
-  # or the gaze, where reading every frame's output as a step (cumulative sum) lost the mouth
+  # ADDITION (3 in `extended`, `tiny`, `demo`; 0 = off): with X_pre given, a window's first frame
+  # is X_pre's last frame plus a predicted step (a zero-initialised projection of the first
+  # frame's token), and the offset between it and the window's own first frame fades as
+  # exp(-i / entry_blend_frames) over frames i. VASA-1 has none: it joins each window onto the
+  # previous one without losing the mouth or the gaze, where reading every frame's output as a
+  # step (cumulative sum) lost the mouth
   # (see experiments/LOG.md, "Stage-2 screens: joining a window onto X_pre" and "Stage-2 check
   # with the entry blend (stage 1 at 753a55c)").
   config.model.entry_blend_frames = 0.0

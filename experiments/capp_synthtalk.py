@@ -105,8 +105,8 @@ def _gaussian_smooth(values: np.ndarray, frames: float) -> np.ndarray:
 
 def loudness_reference(clips: list[dict], window: int) -> dict[str, float]:
   """{shift: mean over windows of corr(smoothed loudness, pitch moved by shift)} of the clips
-  (their audio is log-mel [T, A], pose [T, 6]; written only for log-mel features); windows every 25 frames, 8 frames clear of
-  either end."""
+  (their audio is log-mel [T, A], pose [T, 6]; written only for log-mel features); windows
+  every 25 frames, 8 frames clear of either end."""
   margin = max(REFERENCE_SHIFTS)
   correlations = {shift: [] for shift in REFERENCE_SHIFTS}
   for clip in clips:
