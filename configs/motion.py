@@ -23,6 +23,7 @@ manifest written by `data_prep.extract_motion` and names any mismatch).
 import ml_collections
 
 from vasa_jax.data import motion_records
+from vasa_jax.data import records
 from vasa_jax.training import base_config
 
 VARIANTS = ("paper", "tiny", "demo")
@@ -64,8 +65,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.model.motion_dim = POSE_DIM + (16 if tiny else 256)
   # Width of an audio feature frame: num_mels for log_mel, the hidden size for Wav2Vec2.
   config.model.audio_dim = config.audio.num_mels if tiny else 768
-  # Width of the emotion condition (0: no emotion classifier's coefficients in the data).
-  config.model.emotion_dim = 0
+  # Width of the emotion condition: the clip's mean emotion scores (`data_prep.extract_motion`),
+  # 8 = HSEmotion's classes (`data_prep.prepare --emotion_weights`; SynthTalk's ground truth);
+  # VASA-1 conditions on the emotion with condition dropout (diffusion.drop_emotion). 0: data
+  # prepared without an emotion classifier (the emotion token is then a learned constant).
+  config.model.emotion_dim = len(records.EMOTION_CLASSES)
   # W: frames generated per window.
   config.model.window = 25 if tiny else 100
   # K: frames of the previous window conditioning the next (X_pre, A_pre).

@@ -1,5 +1,5 @@
 """Variables of the frozen pretrained networks from local weight files: the loss networks (VGG19,
-ArcFace IResNet) and the evaluation networks (SyncNet, ...).
+ArcFace IResNet), the evaluation networks (SyncNet, ...) and the emotion classifier.
 
 Nothing is downloaded. A weight file is the `.npz` that `python -m data_prep.convert_weights`
 writes from a released PyTorch checkpoint: its keys are the PyTorch state_dict names
@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vasa_jax.models import emotion
 from vasa_jax.models import i3d
 from vasa_jax.models import inception
 from vasa_jax.models import iresnet
@@ -43,6 +44,7 @@ MODEL_KINDS = {
     "syncnet": syncnet.SyncNet(),
     "i3d": i3d.I3D(),
     "inception": inception.FIDInceptionV3(),
+    "emotion": emotion.EmotionNet(),
 }
 # Flax leaf name -> PyTorch state_dict leaf name.
 _TORCH_LEAF_NAMES = {
@@ -257,3 +259,9 @@ def load_inception(path: str) -> Any:
   (`python -m data_prep.convert_weights --kind=inception
   --input=pt_inception-2015-12-05-6726825d.pth ...`)."""
   return load_variables(path, inception.FIDInceptionV3())
+
+
+def load_emotion(path: str) -> Any:
+  """Variables of `emotion.EmotionNet()` from a converted HSEmotion weight file
+  (`python -m data_prep.convert_weights --kind=emotion --input=enet_b0_8_best_afew_state.pt ...`)."""
+  return load_variables(path, emotion.EmotionNet())
