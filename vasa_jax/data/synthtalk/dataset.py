@@ -334,6 +334,8 @@ def clip_factors(rng: np.random.Generator, speaker: Speaker, envelope: np.ndarra
       "mouth_open": mouth,
       "blink": _blinks(rng, num_frames, fps, speaker.blink_rate),
       "eye_theta": eye_theta, "eye_phi": eye_phi,
+      # The clip's expression (`clip_expression`) is set by `make_clip`.
+      "smile": np.zeros(num_frames), "brow_raise": np.zeros(num_frames),
   }
   return np.stack([columns[name] for name in render_lib.FACTOR_NAMES], axis=1).astype(np.float32)
 
