@@ -11,6 +11,7 @@ import torch
 
 from data_prep import convert_weights
 from tests import torch_efficientnet
+from vasa_jax.inference import emotion_control
 from vasa_jax.models import emotion
 from vasa_jax.models import pretrained
 
@@ -108,3 +109,21 @@ def test_loader_and_converter_refuse_other_files(release, tmp_path):
   assert "'classifier.0.weight' has shape (7, 1280) in the file but the model needs (8, 1280)" in (
       result.stderr)
   assert not (tmp_path / "out.npz").exists()
+
+
+def test_emotion_control_names_and_scores():
+  classes = emotion.EMOTION_CLASSES
+  for name, emotion_class in emotion_control.NAMES.items():
+    scores = emotion_control.parse_emotion(name)
+    assert scores[classes.index(emotion_class)] == 1.0 and scores.sum() == 1.0
+  np.testing.assert_allclose(emotion_control.parse_emotion("1, 0, 0, 0, 3, 0, 0, 0"),
+                             [0.25, 0, 0, 0, 0.75, 0, 0, 0])
+  np.testing.assert_array_equal(emotion_control.parse_emotion([0, 0, 0, 0, 0, 0, 2, 0]),
+                                np.eye(8)[classes.index("sadness")])
+  for value, message in [("joyful", "'joyful' is neither a name"),
+                         ("0.5,0.5", "has 2 score"),
+                         ("0,0,0,0,1,0,0,-1", "has score -1; scores must be finite and >= 0"),
+                         ("0,0,0,0,inf,0,0,0", "has score inf"),
+                         ("0,0,0,0,0,0,0,0", "has no positive score")]:
+    with pytest.raises(ValueError, match=message):
+      emotion_control.parse_emotion(value)
