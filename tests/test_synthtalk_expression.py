@@ -7,6 +7,8 @@ import pytest
 from vasa_jax.data import records
 from vasa_jax.data.synthtalk import dataset as synthtalk
 from vasa_jax.data.synthtalk import render as render_lib
+from vasa_jax.evaluators import synthtalk_check
+from vasa_jax.inference import emotion_control
 
 FACTOR = {name: i for i, name in enumerate(render_lib.FACTOR_NAMES)}
 SETTINGS = dict(seed=3, fps=25.0, resolution=96, min_seconds=1.0, max_seconds=1.2,
@@ -87,3 +89,50 @@ def test_a_brow_raise_lifts_the_brows():
   mouth = np.abs(neutral["annotations"]["landmarks"][:, 48:68]
                  - raised["annotations"]["landmarks"][:, 48:68]).max()
   assert np.all(lift > 1.0) and mouth < 1e-3
+
+
+class _EmotionFollowingSampler:
+  """Stands in for a trained `MotionSampler`: motion [T, 3] whose first two entries are the smile
+  and brow raise the emotion asks for (`follows`), or always neutral."""
+  emotion_dim = 8
+
+  def __init__(self, follows: bool):
+    self.follows = follows
+
+  def generate(self, features, gaze, distance, seed, emotion):
+    del gaze, distance
+    scores = emotion if self.follows else emotion_control.parse_emotion("neutral")
+    rng = np.random.default_rng(seed)
+    happy = scores[records.EMOTION_CLASSES.index("happiness")]
+    surprised = scores[records.EMOTION_CLASSES.index("surprise")]
+    return np.stack([np.full(len(features), 0.8 * happy), np.full(len(features), 0.8 * surprised),
+                     rng.normal(size=len(features))], axis=1) + 0.01 * rng.normal(
+                         size=(len(features), 3))
+
+
+def _motion_clip(index: int, smile: float, brow: float) -> dict:
+  rng = np.random.default_rng(index)
+  factors = np.zeros((20, len(render_lib.FACTOR_NAMES)), np.float32)
+  factors[:, FACTOR["smile"]], factors[:, FACTOR["brow_raise"]] = smile, brow
+  motion = np.stack([np.full(20, smile), np.full(20, brow), rng.normal(size=20)], axis=1)
+  return {"clip_id": f"c{index}", "motion": motion + 0.01 * rng.normal(size=(20, 3)),
+          "audio_features": np.zeros((20, 4), np.float32), "gaze_main": np.zeros(2),
+          "distance_main": 1.0,
+          "ground_truth": {"factors": factors, "factor_names": list(render_lib.FACTOR_NAMES),
+                           "expression": "smile" if smile else "brow_raise" if brow else "none"}}
+
+
+def test_emotion_check_reads_the_expression_the_control_asks_for():
+  clips = [_motion_clip(i, smile=0.8 * (i % 3 == 1), brow=0.8 * (i % 3 == 2)) for i in range(12)]
+  train, test = clips[:9], clips[9:]
+  assert synthtalk_check.has_expressions(train) and not synthtalk_check.has_expressions(
+      [_motion_clip(0, 0.0, 0.0)])
+  report = synthtalk_check.evaluate_emotion(_EmotionFollowingSampler(True), train, test)
+  assert report["probe_r_squared_on_real_test_motion"]["smile"] > 0.9
+  assert report["smile"]["generated_happy"] == pytest.approx(0.8, abs=0.05)
+  assert report["smile"]["generated_neutral"] == pytest.approx(0.0, abs=0.05)
+  assert report["smile"]["fraction_of_clips_happy_above_neutral"] == 1.0
+  assert report["brow_raise"]["fraction_of_clips_surprise_above_neutral"] == 1.0
+  ignored = synthtalk_check.evaluate_emotion(_EmotionFollowingSampler(False), train, test)
+  assert ignored["smile"]["fraction_of_clips_happy_above_neutral"] == 0.0
+  assert ignored["smile"]["generated_happy"] == pytest.approx(0.0, abs=0.05)
