@@ -169,7 +169,7 @@ def test_identity_and_factor_vectors_round_trip():
   assert vector.dtype == np.float32 and vector.shape == (len(render_lib.FACTOR_NAMES),)
   assert render_lib.factors_from_vector(vector) == dict(render_lib.NEUTRAL_FACTORS, **factors)
   with pytest.raises(KeyError):
-    render_lib.factors_to_vector({"smile": 1.0})
+    render_lib.factors_to_vector({"frown": 1.0})
 
 
 def test_pose_conventions_match_records():
