@@ -16,7 +16,10 @@ Variants (after the colon):
       weights needed), motion = [z_pose (7), z_dyn (16)] of configs/latent.py:tiny (for
       :small's 1-entry z_dyn set model.motion_dim = 8, as experiments/motion_synthtalk.py
       does); trains on a CPU.
-`model.motion_dim` and `model.audio_dim` must match the stage-2 shards (the trainer checks the
+Every variant conditions on the clip's 8 emotion scores (`model.emotion_dim`; docs/data.md,
+"Emotion scores"): SynthTalk stores its ground truth, real data needs `data_prep.prepare
+--emotion_weights`, or `--config.model.emotion_dim=0` for data without them.
+`model.motion_dim`, `model.audio_dim` and `model.emotion_dim` must match the stage-2 shards (the trainer checks the
 manifest written by `data_prep.extract_motion` and names any mismatch).
 """
 
