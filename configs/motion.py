@@ -22,13 +22,17 @@ Variants (after the colon):
       weights needed), motion = [z_pose (7), z_dyn (16)] of configs/latent.py:tiny (for
       :small's 1-entry z_dyn set model.motion_dim = 8, as experiments/motion_synthtalk.py
       does); trains on a CPU.
-`model.motion_dim` and `model.audio_dim` must match the stage-2 shards (the trainer checks the
+Every variant conditions on the clip's 8 emotion scores (`model.emotion_dim`; docs/data.md,
+"Emotion scores"): SynthTalk stores its ground truth, real data needs `data_prep.prepare
+--emotion_weights`, or `--config.model.emotion_dim=0` for data without them.
+`model.motion_dim`, `model.audio_dim` and `model.emotion_dim` must match the stage-2 shards (the trainer checks the
 manifest written by `data_prep.extract_motion` and names any mismatch).
 """
 
 import ml_collections
 
 from vasa_jax.data import motion_records
+from vasa_jax.data import records
 from vasa_jax.training import base_config
 
 VARIANTS = ("paper", "extended", "tiny", "demo")
@@ -48,9 +52,9 @@ def audio_config(variant: str) -> ml_collections.ConfigDict:
   audio.layer = -1
   # Seconds of video frames per Wav2Vec2 block: each block's forward also sees 2 s before it and
   # 0.1 s after it, that segment normalised on its own (speech_features; offline = streaming).
-  # One motion window (W / fps: 4 s, tiny 1 s): a stream gets a window's features as its audio
+  # One motion window (W / fps: 4 s; tiny and demo 1 s): a stream gets a window's features as its audio
   # is in.
-  audio.chunk_seconds = 4.0 if variant == "paper" else 1.0
+  audio.chunk_seconds = 1.0 if variant in ("tiny", "demo") else 4.0
   # Mel bands of the "log_mel" features.
   audio.num_mels = 40
   return audio
@@ -73,8 +77,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.model.motion_dim = POSE_DIM + (16 if tiny else 256)
   # Width of an audio feature frame: num_mels for log_mel, the hidden size for Wav2Vec2.
   config.model.audio_dim = config.audio.num_mels if tiny else 768
-  # Width of the emotion condition (0: no emotion classifier's coefficients in the data).
-  config.model.emotion_dim = 0
+  # Width of the emotion condition: the clip's mean emotion scores (`data_prep.extract_motion`),
+  # 8 = HSEmotion's classes (`data_prep.prepare --emotion_weights`; SynthTalk's ground truth);
+  # VASA-1 conditions on the emotion with condition dropout (diffusion.drop_emotion). 0: data
+  # prepared without an emotion classifier (the emotion token is then a learned constant).
+  config.model.emotion_dim = len(records.EMOTION_CLASSES)
   # W: frames generated per window.
   config.model.window = 25 if tiny else 100
   # K: frames of the previous window conditioning the next (X_pre, A_pre).

@@ -8,6 +8,8 @@
   python -m data_prep.convert_weights --kind=inception \
       --input=pt_inception-2015-12-05-6726825d.pth --output=inception.npz
   python -m data_prep.convert_weights --kind=gaze --input=mpiigaze_lenet.pth --output=gaze.npz
+  python -m data_prep.convert_weights --kind=emotion --input=enet_b0_8_best_afew_state.pt \
+      --output=emotion.npz
 
 Kinds (`vasa_jax.models.pretrained.MODEL_KINDS`):
   vgg19            torchvision's `vgg19` ImageNet weights (only `features.*` is kept);
@@ -22,6 +24,12 @@ Kinds (`vasa_jax.models.pretrained.MODEL_KINDS`):
   gaze             MPIIGaze's LeNet gaze estimator (Zhang et al. 2015) as hysts/pytorch_mpiigaze
                    trains and saves it (`conv1.*`, `conv2.*`, `fc1.*` 3600 -> 500, `fc2.*`
                    502 -> 2), for the stage-1 gaze loss (`config.pretrained.gaze`).
+  emotion          HSEmotion's `enet_b0_8_best_afew`, `enet_b0_8_best_vgaf` or `enet_b0_8_va_mtl`
+                   (EfficientNet-B0, 8 expressions). HSEmotion releases them as whole pickled
+                   models, which this script refuses to unpickle: turn one into a state dict once
+                   with torch and timm (docs/data.md, "Emotion scores"). `classifier.weight` is
+                   read as `classifier.0.weight`, and of `va_mtl`'s 10 outputs the first 8 (the
+                   expressions; the last two are valence and arousal) are kept (`emotion_tensors`).
 The checkpoint may be a raw state_dict or one wrapped as {"state_dict": ...} or {"model": ...};
 "module." prefixes (DataParallel) are stripped. The output keeps exactly the tensors the Flax model
 needs, under their PyTorch names, in PyTorch layout, as float32; `vasa_jax.models.pretrained` does the
@@ -44,6 +52,7 @@ from absl import flags
 import flax.linen as nn
 import numpy as np
 
+from vasa_jax.models import emotion
 from vasa_jax.models import i3d
 from vasa_jax.models import pretrained
 
@@ -81,7 +90,10 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   try:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises many types for a file that is not a checkpoint
-    raise ValueError(f"{path} is not a weights-only PyTorch checkpoint: {e}") from e
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ValueError(
+        f"{path} is not a weights-only PyTorch checkpoint (a whole pickled model is refused: "
+        f"save its state_dict() once with torch, see docs/data.md): {first_line}") from e
   state_dict = _unwrap_state_dict(checkpoint, path)
   return {name: tensor.detach().to(torch.float32).numpy()
           for name, tensor in state_dict.items()
@@ -242,6 +254,26 @@ def i3d_tensors(tensors: Mapping[str, np.ndarray], model: i3d.I3D,
   return output
 
 
+# Emotion: the classifier's names and rows -----------------------------------------------------
+
+
+def emotion_tensors(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """An HSEmotion state dict with its classifier as `EmotionNet` reads it.
+
+  A plain `classifier.{weight,bias}` (a Linear instead of HSEmotion's nn.Sequential) is renamed
+  `classifier.0.*`; a classifier of 10 outputs (`enet_b0_8_va_mtl`: 8 expressions, valence,
+  arousal) keeps its first 8 rows. Other shapes are left for the shape check to name.
+  """
+  output = dict(tensors)
+  for leaf in ("weight", "bias"):
+    if f"classifier.{leaf}" in output and f"classifier.0.{leaf}" not in output:
+      output[f"classifier.0.{leaf}"] = output.pop(f"classifier.{leaf}")
+    name = f"classifier.0.{leaf}"
+    if name in output and np.shape(output[name])[0] == emotion.NUM_EMOTIONS + 2:
+      output[name] = np.asarray(output[name])[:emotion.NUM_EMOTIONS]
+  return output
+
+
 def convert(input_path: str, output_path: str, model: nn.Module) -> dict[str, np.ndarray]:
   """Converts the checkpoint `input_path` into the weight file `output_path` (.npz) for `model`.
 
@@ -261,6 +293,8 @@ def convert(input_path: str, output_path: str, model: nn.Module) -> dict[str, np
   tensors = read_state_dict(input_path)
   if isinstance(model, i3d.I3D):
     tensors = i3d_tensors(tensors, model, input_path)
+  if isinstance(model, emotion.EmotionNet):
+    tensors = emotion_tensors(tensors)
   tensors = pretrained.select_torch_tensors(tensors, model, input_path)
   os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
   with open(output_path, "wb") as output_file:  # np.savez would append ".npz" to other names

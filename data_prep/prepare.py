@@ -54,6 +54,10 @@ def _define_flags() -> None:
   flags.DEFINE_bool("merge", defaults.merge,
                     "Write the manifest of the shards every task made (the same other flags); "
                     "refuses, naming them, while shards are missing.")
+  flags.DEFINE_string("emotion_weights", defaults.emotion_weights,
+                      "A converted emotion classifier (`data_prep.convert_weights "
+                      "--kind=emotion`): each frame's emotion scores (8, softmax) of the face "
+                      "crop are stored in the records; unset: none.")
   flags.mark_flags_as_required(["source", "input_dir", "output_dir"])
 
 

@@ -52,7 +52,7 @@ def make_motion_record(clip_number: int, speaker: str, num_frames: int, motion_d
 
 
 def make_motion_data_dir(path: str, splits=(("train", 4), ("test", 2)), motion_dim: int = 23,
-                         audio_dim: int = 40, emotion_dim: int = 0, num_frames: int = 60,
+                         audio_dim: int = 40, emotion_dim: int = 8, num_frames: int = 60,
                          clips_per_shard: int = 3, latent_checkpoint: str = "",
                          clip_data_dir: str = "") -> dict[str, list[dict]]:
   """Writes shards + manifest, one speaker per clip; returns each split's records in read order.

@@ -251,6 +251,12 @@ def test_api_motion_file_head_motion_and_driving_video(client, files):
   assert controls["pose_from"] == "driving.mp4"
   np.testing.assert_array_equal(driven_pose, np.zeros_like(driven_pose))
   np.testing.assert_array_equal(driven_dyn, z_dyn)
+  # The emotion, by name: all weight on happiness, and other motion than the dropped emotion.
+  _, _, happy = client.predict(photo, speech, api_name="/generate", steps=4, seed=2,
+                               emotion="happy")
+  _, happy_dyn, controls = _motion(happy)
+  assert controls["emotion"] == [0, 0, 0, 0, 1, 0, 0, 0]
+  assert np.abs(happy_dyn - z_dyn).max() > 1e-4
 
 
 def test_api_crop_is_the_face_crop_at_the_model_size(client, files):
@@ -275,6 +281,8 @@ def test_api_crop_is_the_face_crop_at_the_model_size(client, files):
      dict(head_motion=-0.5)),
     ("face.png", "speech.wav", "^no face found in driving video 'gray.mp4'$",
      dict(pose_from="gray.mp4")),
+    ("face.png", "speech.wav", "^emotion 'joyful' is neither a name", dict(emotion="joyful")),
+    ("face.png", "speech.wav", "^emotion '0,1' has 2 score", dict(emotion="0,1")),
 ])
 def test_api_bad_input_is_a_message_and_the_server_keeps_serving(client, files, photo, speech,
                                                                   message, controls):

@@ -47,13 +47,14 @@ def clip_dir(tmp_path_factory):
   """train: 3 speakers x 3 clips in shards of 4 (4, 4, 1); test: 2 clips of a 4th speaker.
 
   Clips have 9..20 frames (some over one batch of 8); clip 1 carries ground truth and clip 2 a
-  2-wide emotion track.
+  track of 8 emotion scores.
   """
   path = str(tmp_path_factory.mktemp("clips"))
   clip_records = [fake_clips.make_record(n, f"spk{n // 3}", 9 + (n * 5) % 12) for n in range(11)]
   clip_records[1]["ground_truth"] = {"factors": np.arange(2 * 14, dtype=np.float32)}
-  clip_records[2]["annotations"]["emotion"] = np.random.default_rng(0).normal(
-      size=(len(clip_records[2]["frames"]), 2)).astype(np.float32)
+  clip_records[2]["annotations"]["emotion"] = np.random.default_rng(0).dirichlet(
+      np.ones(8), size=len(clip_records[2]["frames"])).astype(np.float32)
+  clip_records[2]["annotations"]["emotion_available"] = True
   splits = {"train": _write_split(path, "train", clip_records[:9], 4),
             "test": _write_split(path, "test", clip_records[9:], 4)}
   records.write_manifest(path, dict(
@@ -139,7 +140,7 @@ def test_manifest_and_records_follow_the_input(clip_dir, extracted):
     np.testing.assert_allclose(record["emotion"], clip["annotations"]["emotion"].mean(0),
                                rtol=1e-6)
     assert ("ground_truth" in record) == ("ground_truth" in clip)
-  assert motion_by_clip[clip_records[2]["clip_id"]]["emotion"].shape == (2,)
+  assert motion_by_clip[clip_records[2]["clip_id"]]["emotion"].shape == (8,)
   assert motion_by_clip[clip_records[0]["clip_id"]]["emotion"].shape == (0,)
   np.testing.assert_array_equal(motion_by_clip[clip_records[1]["clip_id"]]["ground_truth"]
                                 ["factors"], clip_records[1]["ground_truth"]["factors"])

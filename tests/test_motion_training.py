@@ -76,7 +76,7 @@ def test_stage2_windows_of_motion_records(motion_data):
       frame_fields=motion.FRAME_FIELDS, clip_fields=motion.CLIP_FIELDS, with_audio=True,
       seed=0))
   assert batch["motion"].shape == (8, 25, 23) and batch["motion_previous"].shape == (8, 5, 23)
-  assert batch["audio_features"].shape == (8, 25, 40) and batch["emotion"].shape == (8, 0)
+  assert batch["audio_features"].shape == (8, 25, 40) and batch["emotion"].shape == (8, 8)
   assert batch["gaze_main"].shape == (8, 2) and batch["distance_main"].shape == (8,)
   assert batch["audio"].shape == (8, 25 * fake_motion.SAMPLES_PER_FRAME)
   for i in range(8):
@@ -110,7 +110,7 @@ def test_paper_size_init_and_train_step_trace():
     return jax.ShapeDtypeStruct((2,) + shape, dtype)
   batch = {"motion": array(100, 263), "motion_previous": array(10, 263),
            "audio_features": array(100, 768), "audio_features_previous": array(10, 768),
-           "gaze_main": array(2), "distance_main": array(), "emotion": array(0),
+           "gaze_main": array(2), "distance_main": array(), "emotion": array(8),
            "previous_mask": array(10, dtype=bool)}
   train_step = motion.make_train_step(model, config, optimizer, learning_rate)
   new_state, metrics = jax.eval_shape(train_step, state, batch, jax.random.key(1), None)
@@ -297,8 +297,8 @@ def test_model_width_that_does_not_fit_the_data_is_named(motion_data):
   with pytest.raises(ValueError, match=r"config.model.motion_dim=30 .* have 23 \(manifest"):
     motion.make_task(config)
   config = tiny_config(motion_data[0])
-  config.model.emotion_dim = 8
-  with pytest.raises(ValueError, match=r"config.model.emotion_dim=8 .* have 0"):
+  config.model.emotion_dim = 0
+  with pytest.raises(ValueError, match=r"config.model.emotion_dim=0 .* have 8"):
     motion.make_task(config)
 
 

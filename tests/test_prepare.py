@@ -11,14 +11,18 @@ import logging
 import os
 import random
 
+import jax
 import numpy as np
 import pytest
 
+from vasa_jax.data import face_emotion
 from vasa_jax.data import face_tracker
 from vasa_jax.data import media
 from vasa_jax.data import prepare
 from vasa_jax.data.synthtalk import render as synthtalk_render
 from vasa_jax.data import records
+from vasa_jax.models import emotion
+from vasa_jax.models import pretrained
 
 
 def touch(root, relative_path):
@@ -425,3 +429,37 @@ def test_three_tasks_and_a_merge_make_the_single_run_directory(prepared, tmp_pat
       single_bytes = f.read()
     with open(os.path.join(config.output_dir, name), "rb") as f:
       assert f.read() == single_bytes, name  # the same records, byte for byte
+
+
+def test_emotion_weights_store_each_crops_scores(prepared, tmp_path):
+  vox_config, _ = prepared
+  model = emotion.EmotionNet()
+  variables = jax.jit(model.init)(jax.random.key(0), *[
+      np.zeros(x.shape, x.dtype) for x in model.example_inputs()])
+  weights = str(tmp_path / "emotion.npz")
+  pretrained.save_variables(weights, variables, model)
+  mp4_dir = os.path.join(vox_config.input_dir, "dev", "mp4")
+  csv_path = tmp_path / "clips.csv"
+  csv_path.write_text("path,speaker_id,split\nid00002/ccccccccccc/00001.mp4,bob,test\n")
+  config = prepare.PrepareConfig(
+      source="folder", input_dir=mp4_dir, output_dir=str(tmp_path / "out"),
+      resolution=RESOLUTION, num_workers=1, max_seconds=MAX_SECONDS, manifest_csv=str(csv_path),
+      emotion_weights=weights)
+  manifest = prepare.prepare(config).manifest
+  assert manifest["settings"]["emotion_weights"] == weights
+  (record,) = records.read_shard(os.path.join(config.output_dir, "test-00000-of-00001.array_record"))
+  scores = record["annotations"]["emotion"]
+  assert record["annotations"]["emotion_available"] is True
+  assert scores.shape == (len(record["frames"]), 8) and scores.dtype == np.float32
+  np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-5)
+  # The scores are the classifier's on the crops (here re-scored from the stored JPEGs).
+  crops = np.stack([media.decode_jpeg(frame) for frame in record["frames"]])
+  np.testing.assert_allclose(scores, face_emotion.EmotionScorer(weights)(crops), atol=2e-3)
+  # Other weights are other content: the shard is redone, not reused.
+  other = prepare.PrepareConfig(**{**dataclasses.asdict(config), "emotion_weights": None})
+  assert prepare.shard_key(prepare.plan_shards(prepare.find_clips(other), 64)[0], other) != (
+      prepare.shard_key(prepare.plan_shards(prepare.find_clips(config), 64)[0], config))
+  bad = prepare.PrepareConfig(**{**dataclasses.asdict(config),
+                                 "emotion_weights": str(tmp_path / "missing.npz")})
+  with pytest.raises(prepare.PrepareError, match="--emotion_weights .*missing.npz does not exist"):
+    prepare.prepare(bad)

@@ -29,6 +29,16 @@ def test_invalid_records_are_refused_naming_the_field():
   record["annotations"]["head_pose"] = np.zeros((3, 3), np.float32)
   with pytest.raises(records.RecordFormatError, match=r"head_pose.*\(3, 3\), expected \(4, 3\)"):
     records.encode_clip(record)
+  record["annotations"]["head_pose"] = np.zeros((4, 3), np.float32)
+  record["annotations"]["emotion"] = np.zeros((4, 2), np.float32)
+  with pytest.raises(records.RecordFormatError, match=r"'emotion'.*\(4, 2\), expected \(4, 0\) "
+                     r"or \(4, 8\)"):
+    records.encode_clip(record)
+  record["annotations"]["emotion"] = np.full((4, 8), 0.125, np.float32)
+  with pytest.raises(records.RecordFormatError, match="emotion_available is False"):
+    records.encode_clip(record)
+  record["annotations"]["emotion_available"] = True
+  records.encode_clip(record)
   del record["audio"]
   with pytest.raises(records.RecordFormatError, match="audio"):
     records.encode_clip(record)

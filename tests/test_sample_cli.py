@@ -176,7 +176,8 @@ def bad_inputs(tmp_path_factory, workdirs):
     ({"motion": "mismatched_run"}, "makes frames of 15 values but the latent model .* needs 23"),
     ({"output": "never.avi"}, "--output .* must end in one of"),
     ({"flags": ["--steps=1001"]}, "denoising steps must be in \\[1, 1000\\]"),
-    ({"flags": ["--emotion=0.5"]}, "--emotion has 1 values, the motion model takes 0"),
+    ({"flags": ["--emotion=0.5"]}, "--emotion: emotion '0.5' has 1 score\\(s\\); give 8"),
+    ({"flags": ["--emotion=joyful"]}, "--emotion: emotion 'joyful' is neither a name"),
     ({"flags": ["--head_motion=-0.5"]}, "--head_motion must be a number >= 0, got -0.5"),
     ({"flags": ["--head_motion=nan"]}, "--head_motion must be a number >= 0, got nan"),
     ({"flags": ["--pose_from=GRAY"]}, "no face found in driving video '.*gray.mp4'"),
@@ -297,3 +298,33 @@ def test_pose_from_reproduces_the_driving_videos_z_pose(workdirs, photo, speech,
   assert np.all(error < 0.8 * step), (error, step)
   _, generated_dyn, _ = _saved_motion(workdirs, photo, speech, tmp_path, "generated")
   np.testing.assert_array_equal(dyn, generated_dyn)  # the facial dynamics come from the audio
+
+
+def test_emotion_by_name_conditions_the_motion(workdirs, photo, speech, tmp_path):
+  """--emotion=happy is all weight on happiness (HSEmotion's class order) and changes the
+  generated motion against --emotion=neutral (the random-weight model reads the condition)."""
+  happy_pose, happy_dyn, controls = _saved_motion(workdirs, photo, speech, tmp_path, "happy",
+                                                  "--emotion=happy")
+  assert controls["emotion"] == [0, 0, 0, 0, 1, 0, 0, 0]
+  neutral_pose, neutral_dyn, controls = _saved_motion(workdirs, photo, speech, tmp_path,
+                                                      "neutral", "--emotion=neutral")
+  assert controls["emotion"] == [0, 0, 0, 0, 0, 1, 0, 0]
+  assert np.abs(np.concatenate([happy_pose - neutral_pose, happy_dyn - neutral_dyn], 1)).max() > (
+      1e-4)
+  _, scores_dyn, controls = _saved_motion(workdirs, photo, speech, tmp_path, "scores",
+                                          "--emotion=0,0,0,0,2,0,0,0")
+  assert controls["emotion"] == [0, 0, 0, 0, 1, 0, 0, 0]  # scaled to sum to 1
+  np.testing.assert_array_equal(scores_dyn, happy_dyn)
+
+
+def test_negative_emotion_score_is_one_error_line(workdirs, photo, speech, tmp_path):
+  output = str(tmp_path / "never.mp4")
+  result = subprocess.run(
+      [sys.executable, "-m", "vasa_jax.sample",
+       *_flags(workdirs, photo, speech[0], output, "--emotion=0,0,0,0,1,0,0,-0.5")],
+      capture_output=True, text=True, check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --emotion: emotion '0,0,0,0,1,0,0,-0.5' has score -0.5; scores must be finite "
+      "and >= 0")
+  assert "Traceback" not in result.stderr and not os.path.exists(output)

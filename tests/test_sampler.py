@@ -183,7 +183,7 @@ def test_controls_and_denormalisation(config, params, statistics, sampler):
   with_gaze = sampler.generate(features, seed=1, **CONTROLS)
   without_gaze = sampler.generate(features, seed=1, distance=CONTROLS["distance"])
   assert np.abs(with_gaze - without_gaze).max() > 1e-3  # a missing gaze is dropped, not zero
-  with pytest.raises(ValueError, match="emotion must have 0 values"):
+  with pytest.raises(ValueError, match="emotion must have 8 values"):
     sampler.generate(features, emotion=[0.5])
   with pytest.raises(ValueError, match="gaze must be"):
     sampler.generate(features, gaze=[1.0, 2.0, 3.0])

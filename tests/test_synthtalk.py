@@ -109,8 +109,12 @@ def test_records_carry_per_frame_ground_truth(dataset):
     np.testing.assert_allclose(notes["landmarks"],
                                render_lib.project_landmarks(identity, factors, 64), atol=1e-4)
     np.testing.assert_array_equal(notes["crop_box"], np.tile([32.0, 32.0, 64.0], (num_frames, 1)))
-    assert notes["face_found"].all() and notes["emotion"].shape == (num_frames, 0)
-    assert not notes["emotion_available"]
+    # Without --expression_fraction every clip is neutral: no smile, no raised brows.
+    assert truth["expression"] == "none" and notes["emotion_available"]
+    assert not factors[:, [FACTOR["smile"], FACTOR["brow_raise"]]].any()
+    neutral = np.eye(len(records.EMOTION_CLASSES))[records.EMOTION_CLASSES.index("neutral")]
+    np.testing.assert_array_equal(notes["emotion"], np.tile(neutral, (num_frames, 1)))
+    assert notes["face_found"].all()
     assert decode_frames(record).shape == (num_frames, 64, 64, 3)
 
 
@@ -165,7 +169,7 @@ def test_identity_and_factor_vectors_round_trip():
   assert vector.dtype == np.float32 and vector.shape == (len(render_lib.FACTOR_NAMES),)
   assert render_lib.factors_from_vector(vector) == dict(render_lib.NEUTRAL_FACTORS, **factors)
   with pytest.raises(KeyError):
-    render_lib.factors_to_vector({"smile": 1.0})
+    render_lib.factors_to_vector({"frown": 1.0})
 
 
 def test_pose_conventions_match_records():

@@ -9,7 +9,7 @@ the program with a one-line `error: ...` and exit status 1. The page takes a pho
 resized to the model's image size, is shown as soon as the photo is uploaded) and speech
 (uploaded or recorded), the controls of `python -m vasa_jax.sample` (gaze, distance, guidance
 scales, denoising steps, seed, the streaming path, head motion, a driving video for the head
-pose), and returns the mp4 and its motion (`--save_motion`'s npz: z_pose, z_dyn, controls). Videos are made by the
+pose, the emotion: a name or eight scores as `--emotion` takes), and returns the mp4 and its motion (`--save_motion`'s npz: z_pose, z_dyn, controls). Videos are made by the
 library functions `vasa_jax.sample` uses (`crop_face`, `read_photo`, `read_speech`,
 `render_video`), one at a time (a queue). Bad inputs (no face or several, empty, silent,
 unreadable or too long audio) are shown as a message in the page; the server keeps serving.
@@ -39,6 +39,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from vasa_jax.data import media
+from vasa_jax.inference import emotion_control
 from vasa_jax.inference import talking_head
 from vasa_jax.inference.talking_head import SampleError
 from vasa_jax.models import audio as audio_lib
@@ -58,6 +59,8 @@ HEAD_MOTION_RANGE = (0.0, 2.0)  # 0: still head, 1: as generated, 2: twice the p
 MAX_QUEUE = 20  # requests waiting for their turn before new ones are turned away
 CACHE_SECONDS = 3600  # Gradio's copies of uploads and videos are deleted after an hour
 MAX_STEPS = 200  # the most denoising steps offered (VASA-1 samples with 50)
+# The emotion choice that leaves the emotion to the model (the condition is dropped).
+EMOTION_UNSET = "model chooses"
 CROP_DISPLAY_PX = 256  # the crop is shown enlarged to this size, pixels kept sharp
 CSS = (f"#crop img {{width: {CROP_DISPLAY_PX}px !important; height: {CROP_DISPLAY_PX}px "
        "!important; object-fit: contain; image-rendering: pixelated;}")
@@ -89,12 +92,24 @@ class App:
                distance: float = 1.0, cfg_audio: Optional[float] = None,
                cfg_gaze: Optional[float] = None, steps: Optional[int] = None, seed: int = 0,
                stream: bool = False, head_motion: float = 1.0,
-               pose_from: Optional[str] = None) -> tuple[str, str, str]:
+               pose_from: Optional[str] = None,
+               emotion: Optional[str] = None) -> tuple[str, str, str]:
     """(mp4 path, summary line, motion npz path) for a photo and a speech file; gaze and distance
     are dropped (the model samples them) unless set; cfg_audio, cfg_gaze and steps (None)
     default to the motion config's; head_motion scales the head pose's deviation from the
-    photo's; pose_from (a driving video) gives the head pose instead of the generated one."""
+    photo's; pose_from (a driving video) gives the head pose instead of the generated one;
+    emotion: a name or 8 comma-separated scores (`emotion_control`), None or EMOTION_UNSET: the
+    model chooses."""
     with _shown_as_message(photo, speech, pose_from):
+      emotion_scores = None
+      if emotion and emotion != EMOTION_UNSET:
+        try:
+          emotion_scores = emotion_control.parse_emotion(emotion)
+        except ValueError as error:
+          raise SampleError(str(error)) from None
+        if len(emotion_scores) != self.head.sampler.emotion_dim:
+          raise SampleError(f"this motion model takes no emotion (it was trained with "
+                            f"{self.head.sampler.emotion_dim} emotion scores)")
       face = self._face(photo)
       if not speech:
         raise SampleError("upload or record speech first")
@@ -114,8 +129,8 @@ class App:
           head_motion=1.0 if head_motion is None else float(head_motion),
           pose_from=pose_from or None, motion_path=motion_path,
           gaze=(float(gaze_theta), float(gaze_phi)) if set_gaze else None,
-          distance=float(distance) if set_distance else None, seed=int(seed),
-          lambda_audio=cfg_audio, lambda_gaze=cfg_gaze,
+          distance=float(distance) if set_distance else None, emotion=emotion_scores,
+          seed=int(seed), lambda_audio=cfg_audio, lambda_gaze=cfg_gaze,
           num_steps=None if steps is None else int(steps))
     summary = (f"{report['frames']} frames at {self.head.fps:g} fps ({report['seconds']:.2f} s "
                f"of speech) in {time.perf_counter() - start:.1f} s")
@@ -178,6 +193,11 @@ def build(app: App, title: str) -> "gr.Blocks":
                                   label="Head motion (0 = still head, 1 = as generated)")
           pose_from = gr.Video(label="Driving video for the head pose (optional)",
                                sources=["upload"], format=None, elem_id="pose_from")
+          emotion = gr.Dropdown(
+              [EMOTION_UNSET, *emotion_control.NAMES], value=EMOTION_UNSET,
+              allow_custom_value=True, elem_id="emotion",
+              label="Emotion (a name, or 8 comma-separated scores: anger, contempt, disgust, "
+                    "fear, happiness, neutral, sadness, surprise)")
         button = gr.Button("Generate", variant="primary", elem_id="generate")
       with gr.Column():
         crop = gr.Image(label=f"Face crop the model sees ({head.image_size} px)",
@@ -191,7 +211,7 @@ def build(app: App, title: str) -> "gr.Blocks":
     photo.change(app.crop, photo, crop, api_name="crop", concurrency_id="crop")
     button.click(app.generate, [
         photo, speech, set_gaze, gaze_theta, gaze_phi, set_distance, distance, cfg_audio,
-        cfg_gaze, steps, seed, stream, head_motion, pose_from], [video, summary, motion],
+        cfg_gaze, steps, seed, stream, head_motion, pose_from, emotion], [video, summary, motion],
                  api_name="generate",
                  concurrency_limit=1, concurrency_id="generate")
   return page.queue(max_size=MAX_QUEUE)

@@ -49,6 +49,8 @@ class SynthTalkSettings:
   test_fraction: float = 0.2
   seed: int = 0
   num_workers: int = 2
+  # Share of clips with a smile or raised brows (their emotion scores are the ground truth).
+  expression_fraction: float = 0.0
 
   def flags(self) -> list[str]:
     return [f"--{field.name}={getattr(self, field.name)}" for field in dataclasses.fields(self)]

@@ -2,7 +2,7 @@ r"""Photo + speech -> talking-face video with the trained stage-1 and stage-2 mo
 
   python -m vasa_jax.sample --image=face.jpg --audio=speech.wav \
       --latent_checkpoint=/tmp/latent_tiny --motion_checkpoint=/tmp/motion_tiny \
-      --output=/tmp/talking.mp4 [--gaze=THETA,PHI] [--distance=D] [--emotion=E1,E2,...] \
+      --output=/tmp/talking.mp4 [--gaze=THETA,PHI] [--distance=D] [--emotion=happy|E1,...,E8] \
       [--cfg_audio=0.5] [--cfg_gaze=1.0] [--steps=50] [--seed=0] [--batch_size=8] \
       [--head_motion=1.0] [--pose_from=VIDEO] [--save_motion=FILE.npz] \
       [--wav2vec2_dir=DIR] [--stream [--chunk_frames=N]]
@@ -22,8 +22,11 @@ r"""Photo + speech -> talking-face video with the trained stage-1 and stage-2 mo
    AAC: round(audio seconds x fps) frames, so the video and audio durations agree within a frame.
 
 Controls: --gaze (theta, phi) in degrees and --distance (1.0 = the reference face size) are the
-clip-level gaze_main / distance_main of the stage-2 data; --emotion has the model's emotion_dim
-values. A control left out is dropped (the model samples it). --cfg_audio and --cfg_gaze are the
+clip-level gaze_main / distance_main of the stage-2 data; --emotion is the clip's mean emotion
+scores (`vasa_jax.inference.emotion_control`): a name (happy, sad, angry, surprise, fear, disgust,
+contempt, neutral) or eight comma-separated non-negative scores in HSEmotion's class order (anger,
+contempt, disgust, fear, happiness, neutral, sadness, surprise), scaled to sum to 1. A control left
+out is dropped (the model samples it). --cfg_audio and --cfg_gaze are the
 classifier-free guidance scales (defaults from the motion config).
 
 Head pose (`vasa_jax.inference.pose_control`): --head_motion=S scales the shown head pose's
@@ -55,6 +58,7 @@ import sys
 from typing import Optional, Sequence
 
 from vasa_jax.data import media
+from vasa_jax.inference import emotion_control
 from vasa_jax.inference import talking_head
 from vasa_jax.inference.talking_head import SampleError
 from vasa_jax.training import checkpoint as checkpoint_lib
@@ -90,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--output", required=True, help="the mp4 to write")
   parser.add_argument("--gaze", type=_floats(2), help="theta,phi in degrees (default: dropped)")
   parser.add_argument("--distance", type=float, help="head distance (default: dropped)")
-  parser.add_argument("--emotion", type=_floats(None), help="comma list (default: dropped)")
+  parser.add_argument("--emotion", help="a name (happy, sad, angry, surprise, fear, disgust, "
+                      "contempt, neutral) or 8 comma-separated scores (default: dropped)")
   parser.add_argument("--cfg_audio", type=float, help="audio guidance scale (config default)")
   parser.add_argument("--cfg_gaze", type=float, help="gaze guidance scale (config default)")
   parser.add_argument("--steps", type=int, help="denoising steps (config default)")
@@ -120,21 +125,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       raise SampleError(f"--save_motion {args.save_motion!r} must end in .npz")
     if args.pose_from is not None and not os.path.isfile(args.pose_from):
       raise SampleError(f"driving video {args.pose_from!r} does not exist")
+    emotion = None
+    if args.emotion is not None:
+      try:
+        emotion = emotion_control.parse_emotion(args.emotion)
+      except ValueError as error:
+        raise SampleError(f"--emotion: {error}") from None
     # The inputs are checked before the models load.
     face = talking_head.crop_face(talking_head.read_photo(args.image), f"image {args.image!r}")
     waveform = talking_head.read_speech(args.audio)
     head = talking_head.TalkingHead(args.latent_checkpoint, args.motion_checkpoint,
                        wav2vec2_dir=args.wav2vec2_dir, num_steps=args.steps,
                        batch_size=args.batch_size)
-    if args.emotion is not None and len(args.emotion) != head.sampler.emotion_dim:
-      raise SampleError(f"--emotion has {len(args.emotion)} values, the motion model takes "
-                        f"{head.sampler.emotion_dim}")
+    if emotion is not None and len(emotion) != head.sampler.emotion_dim:
+      raise SampleError(f"--emotion gives {len(emotion)} scores, the motion model takes "
+                        f"{head.sampler.emotion_dim} (it was trained without emotion scores)")
     if args.chunk_frames is not None and args.chunk_frames < 1:
       raise SampleError(f"--chunk_frames must be at least 1, got {args.chunk_frames}")
     report = talking_head.render_video(
         head, face, waveform, args.output, stream=args.stream, chunk_frames=args.chunk_frames,
         head_motion=args.head_motion, pose_from=args.pose_from, motion_path=args.save_motion,
-        gaze=args.gaze, distance=args.distance, emotion=args.emotion, seed=args.seed,
+        gaze=args.gaze, distance=args.distance, emotion=emotion, seed=args.seed,
         lambda_audio=args.cfg_audio, lambda_gaze=args.cfg_gaze)
   except (SampleError, checkpoint_lib.CheckpointError, media.MediaError) as error:
     print(f"error: {error}", file=sys.stderr)

@@ -16,6 +16,10 @@ Sources:
 Each clip is decoded (frames resampled to --fps, audio to 16 kHz mono), filtered, face-tracked and
 cropped by `vasa_jax.data.face_tracker`, and written as one record. Skipped clips are counted per reason
 in the manifest: the tracker's reasons plus "too_short", "no_audio", "silent_audio", "undecodable".
+With --emotion_weights (a converted HSEmotion classifier, `data_prep.convert_weights
+--kind=emotion`) each written face crop's emotion scores (softmax over records.EMOTION_CLASSES) are
+stored in the record's `emotion` annotation (`vasa_jax.data.face_emotion`); without, it is
+[T, 0].
 
 Work plan: each split's clips, sorted by clip id, are cut into shards of --clips_per_shard clips
 before anything is decoded; a shard is the unit of work of a worker process. A finished shard is
@@ -93,6 +97,8 @@ class PrepareConfig:
     num_tasks: independent tasks (machines, array jobs) that share the planned shards.
     task_index: which of them this run is, 0 <= task_index < num_tasks.
     merge: write the manifest of the shards all tasks made (and prepare nothing).
+    emotion_weights: a converted emotion classifier (.npz) whose per-frame scores of the face
+      crops are stored; None: no scores (`emotion` is [T, 0]).
   """
   source: str
   input_dir: str
@@ -110,6 +116,7 @@ class PrepareConfig:
   num_tasks: int = 1
   task_index: int = 0
   merge: bool = False
+  emotion_weights: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,6 +338,8 @@ def _check_settings(config: PrepareConfig) -> None:
   elif not 0 <= config.task_index < config.num_tasks:
     problems.append(f"--task_index must be in [0, {config.num_tasks - 1}] for --num_tasks="
                     f"{config.num_tasks}, got {config.task_index}")
+  if config.emotion_weights and not os.path.isfile(config.emotion_weights):
+    problems.append(f"--emotion_weights {config.emotion_weights} does not exist")
   if os.path.exists(config.output_dir) and not os.path.isdir(config.output_dir):
     problems.append(f"--output_dir {config.output_dir} exists and is not a directory")
   if problems:
@@ -364,13 +373,33 @@ def tracker_config(config: PrepareConfig) -> face_tracker.TrackerConfig:
   return face_tracker.TrackerConfig(resolution=config.resolution)
 
 
+def _file_digest(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as file:
+    for block in iter(lambda: file.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
 def content_settings(config: PrepareConfig) -> dict[str, Any]:
-  """The settings that change what a shard holds (a shard made with others is redone)."""
-  return dict(
+  """The settings that change what a shard holds (a shard made with others is redone); the
+  emotion classifier counts by its weights' digest."""
+  settings = dict(
       format_version=records.RECORD_FORMAT_VERSION, source=config.source,
       resolution=config.resolution, fps=config.fps, min_seconds=config.min_seconds,
       max_seconds=config.max_seconds, silence_dbfs=config.silence_dbfs,
       jpeg_quality=config.jpeg_quality, tracker=dataclasses.asdict(tracker_config(config)))
+  if config.emotion_weights:
+    settings["emotion_weights_sha256"] = _file_digest(config.emotion_weights)
+  return settings
+
+
+def make_emotion_scorer(config: PrepareConfig) -> Any:
+  """The emotion classifier of --emotion_weights (a `face_emotion.EmotionScorer`), or None."""
+  if not config.emotion_weights:
+    return None
+  from vasa_jax.data import face_emotion  # pylint: disable=g-import-not-at-top  (JAX, on demand)
+  return face_emotion.EmotionScorer(config.emotion_weights)
 
 
 def shard_key(task: ShardTask, config: PrepareConfig) -> str:
@@ -417,9 +446,10 @@ def _read_clip_audio(clip: ClipSource, video: media.VideoClip, config: PrepareCo
                             records.AUDIO_SAMPLE_RATE)
 
 
-def prepare_clip(clip: ClipSource, config: PrepareConfig, tracker: face_tracker.FaceTracker
-                ) -> tuple[dict[str, Any] | None, str | None]:
-  """Decodes, filters and tracks one clip.
+def prepare_clip(clip: ClipSource, config: PrepareConfig, tracker: face_tracker.FaceTracker,
+                 emotion_scorer: Any = None) -> tuple[dict[str, Any] | None, str | None]:
+  """Decodes, filters and tracks one clip (and scores its crops' emotion with `emotion_scorer`,
+  crops uint8 [T, R, R, 3] -> [T, 8], when given).
 
   Returns:
     (record, None) for a kept clip, (None, skip reason) for a skipped one.
@@ -451,18 +481,21 @@ def prepare_clip(clip: ClipSource, config: PrepareConfig, tracker: face_tracker.
   track = tracker.track_clip(frames, config.fps)
   if track.skip_reason is not None:
     return None, track.skip_reason
+  annotations = dict(track.annotations)
+  if emotion_scorer is not None:
+    annotations.update(emotion=emotion_scorer(track.crops), emotion_available=True)  # [T, 8]
   record = dict(
       format_version=records.RECORD_FORMAT_VERSION, clip_id=clip.clip_id,
       speaker_id=clip.speaker_id, source=config.source, source_path=clip.video_path,
       fps=float(config.fps), resolution=int(config.resolution),
       frames=[media.encode_jpeg(crop, config.jpeg_quality) for crop in track.crops],
       audio=np.round(audio * np.iinfo(np.int16).max).astype(np.int16),
-      audio_sample_rate=records.AUDIO_SAMPLE_RATE, annotations=track.annotations)
+      audio_sample_rate=records.AUDIO_SAMPLE_RATE, annotations=annotations)
   return record, None
 
 
-def process_shard(task: ShardTask, config: PrepareConfig, tracker: face_tracker.FaceTracker
-                 ) -> dict[str, Any]:
+def process_shard(task: ShardTask, config: PrepareConfig, tracker: face_tracker.FaceTracker,
+                  emotion_scorer: Any = None) -> dict[str, Any]:
   """Prepares one shard's clips, writes the shard and its sidecar, returns the sidecar's dict."""
   kept = []
   skipped = {reason: 0 for reason in SKIP_REASONS}
@@ -471,7 +504,7 @@ def process_shard(task: ShardTask, config: PrepareConfig, tracker: face_tracker.
   def encoded_records():
     for clip in task.clips:
       try:
-        record, reason = prepare_clip(clip, config, tracker)
+        record, reason = prepare_clip(clip, config, tracker, emotion_scorer)
       except Exception as e:
         raise RuntimeError(f"preparing clip {clip.clip_id} ({clip.video_path}) failed") from e
       if reason is None:
@@ -499,24 +532,27 @@ def process_shard(task: ShardTask, config: PrepareConfig, tracker: face_tracker.
 # The worker process's state: set once per process by `_init_worker`.
 _worker_config: PrepareConfig | None = None
 _worker_tracker: face_tracker.FaceTracker | None = None
+_worker_emotion_scorer: Any = None
 
 
 def _init_worker(config: PrepareConfig) -> None:
-  global _worker_config, _worker_tracker
+  global _worker_config, _worker_tracker, _worker_emotion_scorer
   _worker_config = config
   _worker_tracker = face_tracker.FaceTracker(tracker_config(config))
+  _worker_emotion_scorer = make_emotion_scorer(config)
 
 
 def _process_shard_in_worker(task: ShardTask) -> dict[str, Any]:
-  return process_shard(task, _worker_config, _worker_tracker)
+  return process_shard(task, _worker_config, _worker_tracker, _worker_emotion_scorer)
 
 
 def _run_shards(tasks: Sequence[ShardTask], config: PrepareConfig) -> Iterable[dict[str, Any]]:
   """Processes shards, in worker processes if asked to; yields results as they finish."""
   if config.num_workers == 1 or len(tasks) == 1:
     tracker = face_tracker.FaceTracker(tracker_config(config))
+    emotion_scorer = make_emotion_scorer(config)
     for task in tasks:
-      yield process_shard(task, config, tracker)
+      yield process_shard(task, config, tracker, emotion_scorer)
     return
   # Spawned workers: this process has imported JAX (through flax), which must not be forked. A
   # worker that dies (e.g. out of memory) fails the run instead of hanging it.

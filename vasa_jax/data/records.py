@@ -44,8 +44,11 @@ clip record (T frames, N audio samples):
                                 side; larger is farther (proportional to 1 / face size)
       crop_box          [T, 3]  x_center, y_center, side of the square crop in source pixels
       face_found        bool [T]  False where the frame's values were interpolated
-      emotion           [T, 0]  placeholder: no offline emotion model yet (emotion_available)
-      emotion_available bool    False until a later stage fills `emotion`
+      emotion           [T, E]  per-frame expression scores of the face crop: E = 8, the softmax
+                                over EMOTION_CLASSES of HSEmotion's classifier
+                                (`data_prep.prepare --emotion_weights`) or SynthTalk's ground
+                                truth; E = 0 where no classifier was run
+      emotion_available bool    True exactly when E > 0
   ground_truth        dict    SynthTalk only (absent for real video): the factors that rendered
                               each frame, see `vasa_jax.data.synthtalk.render`.
 """
@@ -63,6 +66,9 @@ AUDIO_SAMPLE_RATE = 16_000
 # Inter-ocular distance, as a fraction of the source frame's short side, that maps to distance 1.
 REFERENCE_INTEROCULAR = 0.25
 NUM_LANDMARKS = 68
+# The expression classes of the `emotion` scores, in HSEmotion's order (its 8-class models).
+EMOTION_CLASSES = ("anger", "contempt", "disgust", "fear", "happiness", "neutral", "sadness",
+                   "surprise")
 # A clip's entries in its shard: the header, the audio, then one per frame.
 HEADER_ENTRY = 0
 AUDIO_ENTRY = 1
@@ -120,6 +126,17 @@ def validate_record(record: Mapping[str, Any]) -> None:
       raise RecordFormatError(
           f"clip {record['clip_id']}: annotations[{key!r}] has shape "
           f"{np.shape(annotations[key])}, expected {shape}")
+  emotion_width = np.shape(annotations["emotion"])[1:]
+  if (np.ndim(annotations["emotion"]) != 2 or len(annotations["emotion"]) != num_frames
+      or emotion_width[0] not in (0, len(EMOTION_CLASSES))):
+    raise RecordFormatError(
+        f"clip {record['clip_id']}: annotations['emotion'] has shape "
+        f"{np.shape(annotations['emotion'])}, expected ({num_frames}, 0) or "
+        f"({num_frames}, {len(EMOTION_CLASSES)})")
+  if bool(annotations["emotion_available"]) != (emotion_width[0] > 0):
+    raise RecordFormatError(
+        f"clip {record['clip_id']}: emotion_available is {annotations['emotion_available']} "
+        f"but annotations['emotion'] has {emotion_width[0]} scores per frame")
   audio = record["audio"]
   if audio.dtype != np.int16 or audio.ndim != 1:
     raise RecordFormatError(

@@ -17,6 +17,12 @@ distance as controls) and the report gives
   - gaze: error (degrees) between the requested gaze and the main direction of the probe's gaze
     of the generated motion, with the gaze guidance scale at the config's value, at 0, and with
     the gaze condition dropped.
+Emotion (`evaluate_emotion`, for a motion model conditioned on emotion scores and SynthTalk made
+with --expression_fraction > 0): a second ridge probe maps a motion frame to the smile and brow
+raise factors; each held-out clip is generated with the emotion "happy", "surprise" and "neutral"
+(`emotion_control`) and the report gives the probe's mean smile and brow raise of each, the
+fraction of clips where "happy" smiles more than "neutral" (and "surprise" raises the brows
+more), and the probe's R^2 on the real held-out motion (what it can read at best).
 Pixels (`evaluate_pixels`): the generated motion is rendered on the clip's first frame and the
 project's tracker reads the mouth opening from the frames (`lip_sync`): its correlation with the
 speech envelope and with the ground-truth mouth, the face-found rate, next to the same measures on
@@ -37,12 +43,15 @@ from vasa_jax.data import motion_records
 from vasa_jax.data import records
 from vasa_jax.data.synthtalk import render as render_lib
 from vasa_jax.evaluators import lip_sync
+from vasa_jax.inference import emotion_control
 from vasa_jax.inference import sampler as sampler_lib
 
 MOUTH_INDEX = render_lib.FACTOR_NAMES.index("mouth_open")
 # Probe targets: mouth opening and the camera-space gaze (theta, phi) of each frame.
 PROBE_TARGETS = ("mouth_open", "gaze_theta", "gaze_phi")
 RIDGE_ALPHA = 1e-2
+# Expression probe targets (SynthTalk factors) and the emotion that should raise each.
+EXPRESSION_TARGETS = {"smile": "happy", "brow_raise": "surprise"}
 
 
 def read_motion_split(data_dir: str, split: str) -> list[dict]:
@@ -185,6 +194,47 @@ def evaluate_motion(sampler: sampler_lib.MotionSampler, train_clips: Sequence[di
   return report, generated_motion
 
 
+def has_expressions(clips: Sequence[dict]) -> bool:
+  """Whether SynthTalk clips carry expression factors and some clip has an expression."""
+  return any(clip.get("ground_truth", {}).get("expression", "none") != "none"
+             for clip in clips)
+
+
+def expression_targets(clip: dict) -> np.ndarray:
+  """[T, 2]: the ground-truth smile and brow raise factors of a SynthTalk motion record."""
+  truth = clip["ground_truth"]
+  names = list(truth["factor_names"])
+  factors = np.asarray(truth["factors"])
+  return factors[:, [names.index(name) for name in EXPRESSION_TARGETS]]
+
+
+def evaluate_emotion(sampler: sampler_lib.MotionSampler, train_clips: Sequence[dict],
+                     test_clips: Sequence[dict], seed: int = 0) -> dict[str, Any]:
+  """Does the emotion control move the generated expression? See the module doc."""
+  probe = RidgeProbe(np.concatenate([clip["motion"] for clip in train_clips]),
+                     np.concatenate([expression_targets(clip) for clip in train_clips]))
+  emotions = ("neutral", *EXPRESSION_TARGETS.values())
+  probed = {name: [] for name in emotions}  # per clip: mean probed [smile, brow raise]
+  for clip in test_clips:
+    features = np.asarray(clip["audio_features"], np.float32)
+    for name in emotions:
+      motion = sampler.generate(features, gaze=clip["gaze_main"],
+                                distance=float(clip["distance_main"]), seed=seed,
+                                emotion=emotion_control.parse_emotion(name))
+      probed[name].append(probe(motion).mean(0))
+  probed = {name: np.stack(values) for name, values in probed.items()}  # [N, 2] each
+  real_motion = np.concatenate([clip["motion"] for clip in test_clips])
+  real_targets = np.concatenate([expression_targets(clip) for clip in test_clips])
+  report = {"num_test_clips": len(test_clips),
+            "probe_r_squared_on_real_test_motion": dict(zip(
+                EXPRESSION_TARGETS, probe.r_squared(real_motion, real_targets)))}
+  for index, (target, emotion) in enumerate(EXPRESSION_TARGETS.items()):
+    raised, neutral = probed[emotion][:, index], probed["neutral"][:, index]
+    report[target] = {f"generated_{emotion}": _mean(raised), "generated_neutral": _mean(neutral),
+                      f"fraction_of_clips_{emotion}_above_neutral": _mean(raised > neutral)}
+  return report
+
+
 def evaluate_pixels(render_fn, test_clips: Sequence[dict], frames: dict[str, np.ndarray],
                     generated_motion: dict[str, np.ndarray]
                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -293,6 +343,9 @@ def evaluate_runs(head, motion_data_dir: str, synthtalk_dir: str, seed: int = 0,
     return np.concatenate(list(head.render(head.encode(first_frame), motion)))
 
   pixel_report, rendered = evaluate_pixels(render, test_clips, real, generated_motion)
+  if (head.sampler.emotion_dim == len(records.EMOTION_CLASSES) and has_expressions(train_clips)
+      and has_expressions(test_clips)):
+    motion_report["emotion"] = evaluate_emotion(head.sampler, train_clips, test_clips, seed)
   report = {"heldout_reconstruction": evaluate_reconstruction(render, test_clips, real),
             "motion": motion_report,
             "pixels": {key: value for key, value in pixel_report.items() if key != "per_clip"},

@@ -1,5 +1,6 @@
 """Variables of the frozen pretrained networks from local weight files: the loss networks (VGG19,
-ArcFace IResNet, MPIIGaze's gaze LeNet) and the evaluation networks (SyncNet, ...).
+ArcFace IResNet, MPIIGaze's gaze LeNet), the evaluation networks (SyncNet, ...) and the emotion
+classifier.
 
 Nothing is downloaded. A weight file is the `.npz` that `python -m data_prep.convert_weights`
 writes from a released PyTorch checkpoint: its keys are the PyTorch state_dict names
@@ -30,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vasa_jax.models import emotion
 from vasa_jax.models import gaze
 from vasa_jax.models import i3d
 from vasa_jax.models import inception
@@ -45,6 +47,7 @@ MODEL_KINDS = {
     "i3d": i3d.I3D(),
     "inception": inception.FIDInceptionV3(),
     "gaze": gaze.GazeLeNet(),
+    "emotion": emotion.EmotionNet(),
 }
 # Flax leaf name -> PyTorch state_dict leaf name.
 _TORCH_LEAF_NAMES = {
@@ -266,3 +269,9 @@ def load_gaze(path: str) -> Any:
   (`python -m data_prep.convert_weights --kind=gaze --input=checkpoint.pth ...`, a state dict
   with conv1.*, conv2.*, fc1.*, fc2.* as hysts/pytorch_mpiigaze's lenet saves it)."""
   return load_variables(path, gaze.GazeLeNet())
+
+
+def load_emotion(path: str) -> Any:
+  """Variables of `emotion.EmotionNet()` from a converted HSEmotion weight file
+  (`python -m data_prep.convert_weights --kind=emotion --input=enet_b0_8_best_afew_state.pt ...`)."""
+  return load_variables(path, emotion.EmotionNet())

@@ -3,7 +3,9 @@
 Each speaker is a procedurally rendered head (`vasa_jax.data.synthtalk.render`) with a voice; each clip
 is real speech from espeak-ng (or, where espeak-ng is missing, a synthetic pseudo-speech signal),
 a mouth that opens with the speech's energy, head motion loosely tied to the speech plus slow
-drift, blinks and gaze saccades. The records carry every factor that rendered each frame
+drift, blinks and gaze saccades, and (with --expression_fraction > 0) an expression held over
+the clip: a smile or raised brows, whose ground-truth emotion scores the record's `emotion`
+annotation holds (`expression_scores`). The records carry every factor that rendered each frame
 (`ground_truth`), so later stages can measure disentanglement and lip sync against ground truth
 and render any identity with any other clip's motion.
 
@@ -91,6 +93,11 @@ _ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")
 _MOUTH_LEAD_FRAMES = 1        # the mouth opens ~40 ms before the sound it makes
 _BLINK_SECONDS = (0.15, 0.25)
 _MAX_ANGLES = {"yaw": 35.0, "pitch": 20.0, "roll": 15.0}
+# A clip's expression: its factor in the renderer and the emotion class it shows (scores in
+# records.EMOTION_CLASSES order; "none" is neutral).
+EXPRESSIONS = {"none": (None, "neutral"), "smile": ("smile", "happiness"),
+               "brow_raise": ("brow_raise", "surprise")}
+_EXPRESSION_STRENGTH = (0.7, 1.0)  # uniform range of an expressive clip's factor
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,8 +334,31 @@ def clip_factors(rng: np.random.Generator, speaker: Speaker, envelope: np.ndarra
       "mouth_open": mouth,
       "blink": _blinks(rng, num_frames, fps, speaker.blink_rate),
       "eye_theta": eye_theta, "eye_phi": eye_phi,
+      # The clip's expression (`clip_expression`) is set by `make_clip`.
+      "smile": np.zeros(num_frames), "brow_raise": np.zeros(num_frames),
   }
   return np.stack([columns[name] for name in render_lib.FACTOR_NAMES], axis=1).astype(np.float32)
+
+
+def clip_expression(seed: int, speaker_index: int, clip_index: int,
+                    expression_fraction: float) -> tuple[str, float]:
+  """(expression name of EXPRESSIONS, strength in [0, 1]) of a clip: with probability
+  `expression_fraction` a smile or a brow raise (equally likely), else "none". Drawn from a
+  generator of its own, so the clip's other factors do not depend on the fraction."""
+  rng = np.random.default_rng([seed, speaker_index, clip_index, 13])
+  expressive, kind, strength = rng.uniform(), rng.integers(2), rng.uniform(*_EXPRESSION_STRENGTH)
+  if expressive >= expression_fraction:
+    return "none", 0.0
+  return ("smile", "brow_raise")[kind], float(strength)
+
+
+def expression_scores(expression: str, strength: float) -> np.ndarray:
+  """Ground-truth emotion scores float32 [8] (records.EMOTION_CLASSES): `strength` on the
+  expression's class, the rest on neutral."""
+  scores = np.zeros(len(records.EMOTION_CLASSES), np.float32)
+  scores[records.EMOTION_CLASSES.index("neutral")] = 1.0 - strength
+  scores[records.EMOTION_CLASSES.index(EXPRESSIONS[expression][1])] += strength
+  return scores
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,6 +374,7 @@ class Settings:
   max_seconds: float
   use_espeak: bool
   jpeg_quality: int
+  expression_fraction: float = 0.0  # share of clips with a smile or a brow raise
 
 
 
@@ -362,6 +393,10 @@ def make_clip(settings: Settings, speaker_index: int, clip_index: int) -> dict[s
   audio, text = clip_audio(rng, speaker, num_samples, settings.use_espeak)
   envelope = audio_envelope(audio, num_frames, settings.fps)
   factors = clip_factors(rng, speaker, envelope, settings.fps)
+  expression, strength = clip_expression(settings.seed, speaker_index, clip_index,
+                                         settings.expression_fraction)
+  if EXPRESSIONS[expression][0] is not None:
+    factors[:, render_lib.FACTOR_NAMES.index(EXPRESSIONS[expression][0])] = strength
   images, landmarks = render_lib.render_frames(speaker.identity, factors, settings.resolution)
   column = {name: factors[:, i] for i, name in enumerate(render_lib.FACTOR_NAMES)}
   half = settings.resolution / 2
@@ -373,8 +408,8 @@ def make_clip(settings: Settings, speaker_index: int, clip_index: int) -> dict[s
       "crop_box": np.tile(np.array([half, half, settings.resolution], np.float32),
                           (num_frames, 1)),
       "face_found": np.ones(num_frames, bool),
-      "emotion": np.zeros((num_frames, 0), np.float32),
-      "emotion_available": False,
+      "emotion": np.tile(expression_scores(expression, strength), (num_frames, 1)),
+      "emotion_available": True,
   }
   return {
       "format_version": records.RECORD_FORMAT_VERSION,
@@ -397,6 +432,7 @@ def make_clip(settings: Settings, speaker_index: int, clip_index: int) -> dict[s
           "mouth_lead_frames": _MOUTH_LEAD_FRAMES,
           "text": text,
           "voice": speaker.voice if settings.use_espeak else "",
+          "expression": expression,
       },
   }
 
@@ -429,6 +465,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--num_workers", type=int, default=2)
   parser.add_argument("--clips_per_shard", type=int, default=256)
   parser.add_argument("--jpeg_quality", type=int, default=90)
+  parser.add_argument("--expression_fraction", type=float, default=0.0,
+                      help="share of clips with an expression (a smile or raised brows, equally "
+                      "likely), stored as their emotion scores; the rest are neutral")
   args = parser.parse_args(argv)
   if args.num_speakers < 1 or args.clips_per_speaker < 1:
     parser.error("--num_speakers and --clips_per_speaker must be >= 1")
@@ -436,6 +475,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.error("need 0 < --min_seconds <= --max_seconds")
   if not 0 <= args.test_fraction < 1:
     parser.error("--test_fraction must be in [0, 1)")
+  if not 0 <= args.expression_fraction <= 1:
+    parser.error("--expression_fraction must be in [0, 1]")
   if args.resolution < 16 or args.clips_per_shard < 1 or args.num_workers < 1:
     parser.error("need --resolution >= 16, --clips_per_shard >= 1, --num_workers >= 1")
   return args
@@ -460,7 +501,8 @@ def generate(args: argparse.Namespace) -> str:
                    "(ground_truth['audio_kind'] = 'synthetic')", ESPEAK)
   settings = Settings(seed=args.seed, fps=args.fps, resolution=args.resolution,
                       min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                      use_espeak=use_espeak, jpeg_quality=args.jpeg_quality)
+                      use_espeak=use_espeak, jpeg_quality=args.jpeg_quality,
+                      expression_fraction=args.expression_fraction)
   os.makedirs(args.output_dir, exist_ok=True)
   speakers = split_speakers(args.num_speakers, args.test_fraction, args.seed)
   tasks = {split: [(settings, speaker, clip) for speaker in speakers[split]

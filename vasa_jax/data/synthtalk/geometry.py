@@ -52,12 +52,19 @@ FACTOR_NAMES = (
     "blink",       # 0 open .. 1 closed
     "eye_theta",   # degrees, eye direction in the head, horizontal (sign of yaw)
     "eye_phi",     # degrees, eye direction in the head, vertical (up > 0)
+    "smile",       # 0 none .. 1 full: mouth corners up and out (an expression, see EXPRESSIONS)
+    "brow_raise",  # 0 none .. 1 full: brows raised (on top of the identity's brow height)
 )
 
 NEUTRAL_FACTORS = {
     "yaw": 0.0, "pitch": 0.0, "roll": 0.0, "distance": 1.0, "tx": 0.0, "ty": 0.0,
     "mouth_open": 0.0, "blink": 0.0, "eye_theta": 0.0, "eye_phi": 0.0,
+    "smile": 0.0, "brow_raise": 0.0,
 }
+# At full strength: mouth corners (outer 48/54, inner 60/64) move this far up and out, their lip
+# neighbours half as far; the brows move up this far (millimetres).
+SMILE_LIFT_MM, SMILE_WIDEN_MM = 5.0, 3.5
+BROW_LIFT_MM = 7.0
 
 Factors = Union[Mapping[str, float], np.ndarray, Sequence[float]]
 
@@ -422,7 +429,8 @@ def posed_landmarks(model: HeadModel, column: Mapping[str, np.ndarray],
                     rotation: np.ndarray) -> np.ndarray:
   """[T, 68, 3] head-frame landmarks of T frames: jaw opened, lids closed, contour on the
   silhouette of the head turned by `rotation` [T, 3, 3]."""
-  points = _animated_landmarks(model, column["mouth_open"], column["blink"])
+  points = _animated_landmarks(model, column["mouth_open"], column["blink"], column["smile"],
+                               column["brow_raise"])
   view = rotation[:, 2]  # the camera's z axis in the head frame, [T, 3]
   half_width = np.abs(model.landmarks[JAW, 0])
   side = np.sign(model.landmarks[JAW, 0])
@@ -436,9 +444,10 @@ def posed_landmarks(model: HeadModel, column: Mapping[str, np.ndarray],
   return points
 
 
-def _animated_landmarks(model: HeadModel, mouth_open: np.ndarray,
-                        blink: np.ndarray) -> np.ndarray:
-  """[T, 68, 3] head-frame landmarks with the jaw opened and the lids closed as asked ([T])."""
+def _animated_landmarks(model: HeadModel, mouth_open: np.ndarray, blink: np.ndarray,
+                        smile: np.ndarray, brow_raise: np.ndarray) -> np.ndarray:
+  """[T, 68, 3] head-frame landmarks with the jaw opened, the lids closed, the mouth corners
+  smiling and the brows raised as asked ([T] each)."""
   angle = _MAX_JAW_ANGLE * np.clip(mouth_open, 0.0, 1.0)[:, None] * _JAW_WEIGHTS  # [T, 68]
   relative = model.landmarks - _JAW_PIVOT
   cos, sin = np.cos(angle), np.sin(angle)
@@ -451,6 +460,13 @@ def _animated_landmarks(model: HeadModel, mouth_open: np.ndarray,
   closed = 0.7 * points[:, lower] + 0.3 * points[:, upper]
   points[:, upper] += closing * (closed - points[:, upper])
   points[:, lower] += closing * (closed - points[:, lower])
+  smiling = np.clip(smile, 0.0, 1.0)[:, None]  # [T, 1]
+  corners = np.array([48, 54, 60, 64, 49, 53, 59, 55])
+  weight = np.array([1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5])
+  outward = np.sign(model.landmarks[corners, 0])
+  points[:, corners, 0] += smiling * weight * outward * SMILE_WIDEN_MM
+  points[:, corners, 1] -= smiling * weight * SMILE_LIFT_MM  # y grows downwards
+  points[:, 17:27, 1] -= np.clip(brow_raise, 0.0, 1.0)[:, None] * BROW_LIFT_MM
   return points
 
 
