@@ -52,8 +52,8 @@ def audio_config(variant: str) -> ml_collections.ConfigDict:
   audio.layer = -1
   # Seconds of video frames per Wav2Vec2 block: each block's forward also sees 2 s before it and
   # 0.1 s after it, that segment normalised on its own (speech_features; offline = streaming).
-  # One motion window (W / fps: 4 s; tiny and demo 1 s): a stream gets a window's features as its audio
-  # is in.
+  # One motion window (W / fps: 4 s; tiny and demo 1 s): a stream gets a window's features as
+  # its audio is in.
   audio.chunk_seconds = 1.0 if variant in ("tiny", "demo") else 4.0
   # Mel bands of the "log_mel" features.
   audio.num_mels = 40
