@@ -182,6 +182,13 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.eval.strip_frames = 8
   # Also write each rendered clip with its speech to <workdir>/eval_samples/<step>/.
   config.eval.write_videos = True
+  # SyncNet weights (`data_prep.convert_weights --kind=syncnet`, or configs/syncnet.py's export);
+  # given, the rendered clips also get SyncNet's Sc and SD (eval/sync_confidence, sync_distance).
+  config.eval.syncnet = ""
+  config.eval.syncnet_width = 1.0  # that SyncNet's width (configs/syncnet.py:cpu exports 0.25)
+  # CAPP checkpoint directory (configs/capp.py's export); given, the rendered clips also get
+  # CAPP of their tracked head pose against their speech (eval/capp).
+  config.eval.capp_checkpoint = ""
 
   if variant != "paper":
     _use_extended_recipe(config)

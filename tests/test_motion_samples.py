@@ -10,16 +10,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
+from configs import capp as capp_config_lib
 from configs import latent as latent_config_lib
 from configs import motion as motion_config_lib
+from data_prep import convert_weights
 from tests import fake_motion
 from tests import fake_runs
+from tests import torch_syncnet
 from vasa_jax.data import input_pipeline
 from vasa_jax.data import media
+from vasa_jax.evaluators import capp as capp_eval
 from vasa_jax.evaluators import lip_sync
+from vasa_jax.evaluators import mfcc
 from vasa_jax.evaluators import motion_samples
+from vasa_jax.evaluators import syncnet as sync_eval
+from vasa_jax.evaluators import tracking
 from vasa_jax.models import autoencoder as autoencoder_lib
+from vasa_jax.models import capp as capp_model
+from vasa_jax.models import pretrained
+from vasa_jax.models import syncnet as syncnet_model
 from vasa_jax.trainers import motion
 from vasa_jax.training import loop
 
@@ -147,3 +158,68 @@ def test_delta_pose_is_the_mean_absolute_angle_step_in_degrees():
   motion_frames[:, 2] = np.deg2rad([0.0, -1.0, -1.0])  # roll steps 1 and 0
   motion_frames[:, 4] = [0.0, 9.0, 0.0]  # a translation: not an angle
   np.testing.assert_allclose(motion_samples.delta_pose_degrees(motion_frames), 6.0 / 6, rtol=1e-5)
+
+
+def test_eval_adds_syncnet_and_capp_scores_of_the_rendered_clips(data, tmp_path, monkeypatch):
+  """With SyncNet weights and a CAPP checkpoint configured, the rendered clips get Sc, SD and
+  CAPP as `vasa_jax.evaluate` computes them, from each clip's frames and its own speech; a clip
+  without a tracked face is left out of the means."""
+  width = 0.125
+  torch.manual_seed(0)
+  torch.save(torch_syncnet.randomised(torch_syncnet.TorchSyncNet(width=width)).state_dict(),
+             tmp_path / "syncnet.pth")
+  convert_weights.convert(str(tmp_path / "syncnet.pth"), str(tmp_path / "syncnet.npz"),
+                          syncnet_model.SyncNet(width=width))
+  capp_config = capp_config_lib.get_config("tiny")  # 20-frame windows, log-mel audio
+  capp = capp_model.CAPP.from_config(capp_config.model, capp_config.audio.num_mels)
+  params = jax.jit(lambda rng: nn.meta.unbox(capp.init(rng, *[
+      jnp.zeros(spec.shape) for spec in capp.example_inputs()])["params"]))(
+          jax.random.key(1, impl="rbg"))
+  capp_eval.save(str(tmp_path / "capp"), params, capp_config.model, capp_config.audio,
+                 capp_config.fps)
+
+  data_dir, _, split_records = data
+  config = sample_config(data_dir)
+  config.eval.update(syncnet=str(tmp_path / "syncnet.npz"), syncnet_width=width,
+                     capp_checkpoint=str(tmp_path / "capp"), write_videos=False)
+  task = motion.make_task(config, workdir=str(tmp_path))
+  rendered = []
+
+  def fake_track(frames, fps, tracker=None):  # pylint: disable=unused-argument
+    """The first clip: a face box in the middle of every frame, a nodding head; the second:
+    no face."""
+    rendered.append(np.array(frames))
+    if len(rendered) == 2:
+      return tracking.TrackedClip(skip_reason="no_face")
+    count = len(frames)
+    grid = np.stack(np.meshgrid(np.linspace(16, 48, 17), np.linspace(20, 44, 4)), -1)
+    landmarks = np.broadcast_to(grid.reshape(-1, 2)[:68], (count, 68, 2)).astype(np.float64)
+    pitch = 5 * np.sin(np.arange(count) / 3)
+    return tracking.TrackedClip(
+        skip_reason=None, found=np.ones(count, bool), landmarks=landmarks,
+        head_pose=np.stack([np.zeros(count), pitch, np.zeros(count)], -1),
+        gaze=np.zeros((count, 2)), distance=np.ones(count))
+
+  monkeypatch.setattr(tracking, "track", fake_track)
+  writer = RecordingWriter()
+  task.evaluate(initial_state(task, config), 3, writer)
+
+  assert len(rendered) == 2
+  frames = rendered[0]
+  track = fake_track(frames, 25.0)
+  rendered.pop()
+  speech = (split_records["test"][0]["audio"][:CLIP_FRAMES * fake_motion.SAMPLES_PER_FRAME]
+            / 32768.0)
+  crops = sync_eval.crop_faces(frames, track.found, track.landmarks)
+  scorer = sync_eval.SyncNetScorer(pretrained.load_syncnet(str(tmp_path / "syncnet.npz"),
+                                                           width=width),
+                                   syncnet_model.SyncNet(width=width))
+  expected = scorer.score(crops.crops, sync_eval.clip_audio(mfcc.int16_samples(speech),
+                                                            crops.first, crops.last))
+  scalars = writer.scalars
+  assert scalars["eval/sync_confidence"] == pytest.approx(expected.confidence, rel=1e-5)
+  assert scalars["eval/sync_distance"] == pytest.approx(expected.distance, rel=1e-5)
+  pose = capp_eval.pose_features(track.head_pose, track.landmarks, track.distance, 64, 64)
+  expected_capp = capp_eval.CAPPScorer(str(tmp_path / "capp")).score(speech, pose)
+  assert expected_capp is not None and -1.0 <= expected_capp <= 1.0
+  assert scalars["eval/capp"] == pytest.approx(expected_capp, rel=1e-5)

@@ -19,6 +19,11 @@
        eval/delta_pose_degrees: Delta P, the mean absolute frame-to-frame change of the
          generated z_pose's yaw, pitch and roll in degrees (over frames, angles and clips), and
          eval/delta_pose_degrees_real, the same of the clips' extracted motion (the reference);
+       with `eval.syncnet` weights, eval/sync_confidence and eval/sync_distance (SyncNet's Sc and
+         SD as `python -m vasa_jax.evaluate` scores them: faces tracked and cropped, then
+         `SyncNetInstance.evaluate`), and with `eval.capp_checkpoint`, eval/capp (CAPP of the
+         tracked head pose against the speech); each the mean over the clips it can score
+         (NaN for none);
      and with `eval.write_videos` each rendered clip with its speech goes to
      `<video_dir>/<step>/<i>_<clip id>.mp4`.
 Without a stage-1 run or clip shards (a warning says which, once) only the Delta P scalars are
@@ -41,9 +46,15 @@ from vasa_jax.data import input_pipeline
 from vasa_jax.data import media
 from vasa_jax.data import motion_records
 from vasa_jax.data import records
+from vasa_jax.evaluators import capp as capp_lib
 from vasa_jax.evaluators import lip_sync
+from vasa_jax.evaluators import mfcc
+from vasa_jax.evaluators import syncnet as sync_lib
+from vasa_jax.evaluators import tracking
 from vasa_jax.inference import sampler as sampler_lib
 from vasa_jax.inference import talking_head
+from vasa_jax.models import pretrained
+from vasa_jax.models import syncnet as syncnet_model
 
 POSE_ANGLES = slice(0, 3)  # z_pose's yaw, pitch, roll (radians) in a motion frame
 
@@ -115,6 +126,14 @@ class SampleEvaluator:
     self.renderer, self.sources = self._renderer_and_sources(config, split)
     self._sampler = None  # built at the first call, from the state's statistics
     self._tracker = None
+    # The optional scorers of the rendered clips (a bad weight file fails here, at setup).
+    self.syncnet = None
+    if config.eval.get("syncnet"):
+      self.syncnet = sync_lib.SyncNetScorer(
+          pretrained.load_syncnet(config.eval.syncnet, width=config.eval.syncnet_width),
+          syncnet_model.SyncNet(width=config.eval.syncnet_width))
+    self.capp = (capp_lib.CAPPScorer(config.eval.capp_checkpoint)
+                 if config.eval.get("capp_checkpoint") else None)
 
   def _renderer_and_sources(self, config, split: str):
     """(FaceRenderer, uint8 [C, S, S, 3] first frames) or (None, None) with a warning."""
@@ -169,6 +188,8 @@ class SampleEvaluator:
       rendered = [np.concatenate(list(self.renderer.render(self.renderer.encode(source), motion)))
                   for source, motion in zip(self.sources, generated)]  # [T, S, S, 3] each
       scalars.update(self._lip_sync(rendered))
+      if self.syncnet is not None or self.capp is not None:
+        scalars.update(self._sync_and_capp(rendered))
       writer.write_images(step, {"eval/samples": image_strip(
           self.sources, rendered, self.config.eval.strip_frames)[None]})
       if self.video_dir:
@@ -187,6 +208,32 @@ class SampleEvaluator:
                                         self.fps, self.clips[0]["sample_rate"])
     return {f"eval/{name}": float(value)
             for name, value in lip_sync.summarise(per_clip, control).items()}
+
+  def _sync_and_capp(self, rendered: list[np.ndarray]) -> dict[str, float]:
+    """SyncNet's Sc and SD and CAPP of the rendered clips (those configured), each averaged
+    over the clips with a tracked face long enough for it, as eval/..."""
+    values = {name: [] for name in ("sync_confidence", "sync_distance", "capp")}
+    for frames, clip in zip(rendered, self.clips):
+      track = tracking.track(frames, self.fps)
+      if track.skip_reason is not None:
+        continue
+      if self.syncnet is not None:
+        crops = sync_lib.crop_faces(frames, track.found, track.landmarks)
+        audio = sync_lib.clip_audio(mfcc.int16_samples(clip["speech"]), crops.first, crops.last)
+        if sync_lib.num_windows(len(crops.crops), len(audio)) >= 1:
+          scores = self.syncnet.score(crops.crops, audio)
+          values["sync_confidence"].append(scores.confidence)
+          values["sync_distance"].append(scores.distance)
+      if self.capp is not None:
+        pose = capp_lib.pose_features(track.head_pose, track.landmarks, track.distance,
+                                      frames.shape[1], frames.shape[2])
+        capp = self.capp.score(clip["speech"], pose)
+        if capp is not None:
+          values["capp"].append(capp)
+    configured = {"sync_confidence": self.syncnet, "sync_distance": self.syncnet,
+                  "capp": self.capp}
+    return {f"eval/{name}": float(np.mean(found)) if found else float("nan")
+            for name, found in values.items() if configured[name] is not None}
 
   def _write_videos(self, rendered: list[np.ndarray], step: int) -> None:
     directory = os.path.join(self.video_dir, str(step))
