@@ -76,3 +76,40 @@ def test_masked_l1_averages_only_the_masked_pixels():
   np.testing.assert_allclose(latent_losses.masked_l1(changed, target, mask), selected.mean(),
                              rtol=1e-6)
   assert float(latent_losses.masked_l1(prediction, target, np.zeros_like(mask))) == 0.0
+
+
+def reference_ssim(x, y):
+  """Wang et al. (2004) SSIM of two [H, W] images in [-1, 1], written out with numpy: every
+  11 x 11 window inside the image weighted by a normalised Gaussian of sigma 1.5, population
+  statistics, C1 = (0.01 L)^2, C2 = (0.03 L)^2 with L = 2, the map averaged."""
+  offsets = np.arange(11) - 5
+  weights = np.exp(-0.5 * (offsets[:, None] ** 2 + offsets[None, :] ** 2) / 1.5 ** 2)
+  weights /= weights.sum()
+  c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
+  values = []
+  for i in range(x.shape[0] - 10):
+    for j in range(x.shape[1] - 10):
+      a, b = x[i:i + 11, j:j + 11], y[i:i + 11, j:j + 11]
+      mean_a, mean_b = (weights * a).sum(), (weights * b).sum()
+      var_a = (weights * (a - mean_a) ** 2).sum()
+      var_b = (weights * (b - mean_b) ** 2).sum()
+      cov = (weights * (a - mean_a) * (b - mean_b)).sum()
+      values.append((2 * mean_a * mean_b + c1) * (2 * cov + c2)
+                    / ((mean_a ** 2 + mean_b ** 2 + c1) * (var_a + var_b + c2)))
+  return np.mean(values)
+
+
+def test_ssim_matches_the_windowed_definition_and_its_extremes():
+  rng = np.random.default_rng(0)
+  target = np.clip(rng.normal(0, 0.4, size=(2, 24, 20, 3)), -1, 1)
+  noisy = np.clip(target + rng.normal(0, 0.2, size=target.shape), -1, 1)
+  noisy[1] = 0.5 * target[1]  # contrast halved, structure kept
+  scores = np.asarray(latent_losses.ssim(jnp.asarray(noisy), jnp.asarray(target)))
+  expected = [np.mean([reference_ssim(noisy[b, ..., c], target[b, ..., c]) for c in range(3)])
+              for b in range(2)]
+  np.testing.assert_allclose(scores, expected, rtol=1e-4)
+  assert 0.2 < scores[0] < 0.95 and 0.2 < scores[1] < 0.95
+  np.testing.assert_allclose(latent_losses.ssim(jnp.asarray(target), jnp.asarray(target)), 1.0,
+                             rtol=1e-5)
+  np.testing.assert_allclose(latent_losses.ssim(jnp.asarray(target), jnp.asarray(noisy)), scores,
+                             rtol=1e-5)  # symmetric

@@ -338,15 +338,17 @@ class RecordingWriter:
     self.images.update(images)
 
 
-def test_evaluation_writes_psnr_and_an_image_grid(synthtalk_dir):
+def test_evaluation_writes_psnr_ssim_and_an_image_grid(synthtalk_dir):
   config = tiny_config(synthtalk_dir, eval_every_steps=1)
   task = latent.make_task(config)
   state = jax.jit(lambda rng: nn.meta.unbox(task.init_state(rng)))(loop.root_rng(config))
   writer = RecordingWriter()
   task.evaluate(state, 1, writer)
   assert set(writer.scalars) == {"eval/psnr_self", "eval/psnr_reenacted",
-                                 "eval/psnr_mean_colour"}
+                                 "eval/psnr_mean_colour", "eval/ssim_self",
+                                 "eval/ssim_reenacted"}
   assert all(np.isfinite(value) for value in writer.scalars.values())
+  assert all(-1.0 <= writer.scalars[f"eval/ssim_{name}"] < 0.9 for name in ("self", "reenacted"))
   # The untrained model draws no face: it does not beat each face's flat mean colour.
   assert writer.scalars["eval/psnr_self"] < writer.scalars["eval/psnr_mean_colour"]
   (grid,) = writer.images.values()

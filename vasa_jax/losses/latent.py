@@ -107,5 +107,41 @@ def psnr(prediction: jax.Array, target: jax.Array,
   return jnp.where(covered, score, jnp.nan)
 
 
+SSIM_WINDOW = 11  # Gaussian window of SSIM (Wang et al. 2004): 11 taps, sigma 1.5
+SSIM_SIGMA = 1.5
+
+
+def ssim(prediction: jax.Array, target: jax.Array) -> jax.Array:
+  """Structural similarity per image of [B, H, W, C] images in [-1, 1] -> [B] (Wang et al.
+  2004 with their constants: an 11-tap Gaussian window of sigma 1.5, K1 0.01 and K2 0.03 of the
+  data range, population statistics, the map over the pixels whose window lies inside the image,
+  averaged over pixels and channels; skimage's `structural_similarity(gaussian_weights=True,
+  use_sample_covariance=False, data_range=2)` averages the same interior)."""
+  taps = jnp.arange(SSIM_WINDOW, dtype=jnp.float32) - (SSIM_WINDOW - 1) / 2
+  kernel = jnp.exp(-0.5 * jnp.square(taps / SSIM_SIGMA))
+  kernel = kernel / jnp.sum(kernel)  # [K]
+
+  def blur(images):  # [B, H, W, C] -> [B, H - K + 1, W - K + 1, C], separable, valid
+    channels = images.shape[-1]
+    rows = jnp.tile(kernel.reshape(SSIM_WINDOW, 1, 1, 1), (1, 1, 1, channels))  # [K, 1, 1, C]
+    images = jax.lax.conv_general_dilated(images, rows, (1, 1), "VALID",
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                          feature_group_count=channels)
+    return jax.lax.conv_general_dilated(images, rows.reshape(1, SSIM_WINDOW, 1, channels),
+                                        (1, 1), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=channels)
+
+  x, y = prediction.astype(jnp.float32), target.astype(jnp.float32)
+  c1, c2 = (0.01 * 2.0) ** 2, (0.03 * 2.0) ** 2  # data range 2
+  mean_x, mean_y = blur(x), blur(y)
+  var_x = blur(x * x) - mean_x * mean_x
+  var_y = blur(y * y) - mean_y * mean_y
+  covariance = blur(x * y) - mean_x * mean_y
+  similarity = ((2 * mean_x * mean_y + c1) * (2 * covariance + c2)
+                / ((mean_x * mean_x + mean_y * mean_y + c1) * (var_x + var_y + c2)))
+  return jnp.mean(similarity, axis=(1, 2, 3))
+
+
 def _normalise(vectors: jax.Array) -> jax.Array:
   return vectors / jnp.sqrt(jnp.sum(jnp.square(vectors), axis=-1, keepdims=True) + 1e-12)

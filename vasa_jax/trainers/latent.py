@@ -478,9 +478,9 @@ def image_grid(rows: list[np.ndarray]) -> np.ndarray:
 
 
 def make_evaluate(networks: Networks, config):
-  """Held-out PSNR (self-reconstruction and reenactment) and an image grid, with EMA weights;
-  beside them the PSNR of each source face's flat mean colour (eval/psnr_mean_colour), the
-  trivial baseline a model that draws faces beats (`run_metrics` warns below it + 3 dB).
+  """Held-out PSNR and SSIM (self-reconstruction and reenactment) and an image grid, with EMA
+  weights; beside them the PSNR of each source face's flat mean colour (eval/psnr_mean_colour),
+  the trivial baseline a model that draws faces beats (`run_metrics` warns below it + 3 dB).
 
   Every process reads the same fixed batch; it enters the compiled evaluation as replicated
   arguments (not as constants) and the results come back replicated, so the evaluation runs
@@ -507,6 +507,9 @@ def make_evaluate(networks: Networks, config):
     scalars = {
         "eval/psnr_self": jnp.mean(latent_losses.psnr(self_reconstruction, images["source"])),
         "eval/psnr_reenacted": jnp.mean(latent_losses.psnr(outputs["reenacted"],
+                                                           images["driver"])),
+        "eval/ssim_self": jnp.mean(latent_losses.ssim(self_reconstruction, images["source"])),
+        "eval/ssim_reenacted": jnp.mean(latent_losses.ssim(outputs["reenacted"],
                                                            images["driver"]))}
     columns = [images["source"], self_reconstruction, images["driver"], outputs["reenacted"],
                images["cross_identity"], outputs["cross_reenacted"]]
