@@ -24,7 +24,6 @@ Writes `capp_synthtalk.json` in the workdir (copied to experiments/results/ for 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from vasa_jax.data import input_pipeline
 from vasa_jax.data.synthtalk import dataset as synthtalk
 from vasa_jax.evaluators import capp as capp_eval
 from vasa_jax.trainers import capp as capp_trainer
+from vasa_jax.training import config_files
 from vasa_jax.training import sharding
 
 SHIFTS = tuple(range(-4, 5))
@@ -67,15 +67,7 @@ def make_config(args: argparse.Namespace):
   """`configs/capp.py:cpu` with `--steps`, `--seed` and the `--set FIELD=VALUE` overrides."""
   config = capp_config.get_config("cpu")
   config.total_steps, config.seed = args.steps, args.seed
-  for override in args.set:
-    field, _, value = override.partition("=")
-    parent = config
-    *path, leaf = field.split(".")
-    for name in path:
-      parent = parent[name]
-    if leaf not in parent:
-      raise ValueError(f"--set {override!r}: the config has no field {field!r}")
-    parent[leaf] = ast.literal_eval(value)
+  config_files.apply_overrides(config, args.set)
   return config
 
 

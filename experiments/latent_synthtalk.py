@@ -37,7 +37,6 @@ Writes `latent_synthtalk.json`, an example grid `latent_synthtalk.png` and the w
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -61,6 +60,7 @@ from vasa_jax.losses import latent as latent_losses
 from vasa_jax.models import autoencoder as autoencoder_lib
 from vasa_jax.trainers import latent
 from vasa_jax.training import checkpoint
+from vasa_jax.training import config_files
 from vasa_jax.training import loop
 from vasa_jax.training import sharding
 
@@ -288,15 +288,7 @@ def main(argv: Optional[Sequence[str]] = None):
   config.seed = args.seed
   config.total_steps = args.max_steps or config.total_steps
   config.eval_every_steps = 0
-  for override in args.set:
-    field, _, value = override.partition("=")
-    parent = config
-    *path, leaf = field.split(".")
-    for name in path:
-      parent = parent[name]
-    if leaf not in parent:
-      raise ValueError(f"--set {override!r}: the config has no field {field!r}")
-    parent[leaf] = ast.literal_eval(value)
+  config_files.apply_overrides(config, args.set)
   if args.params:
     params, history, output_name = load_params(config, args.params), [], "latent_synthtalk_rescored"
   else:

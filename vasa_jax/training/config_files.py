@@ -8,8 +8,10 @@ is handed a path.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
+from typing import Sequence
 
 import ml_collections
 
@@ -44,3 +46,17 @@ def load(spec: str) -> ml_collections.ConfigDict:
     return module.get_config(argument or None)
   except ValueError as error:
     raise ConfigFileError(f"{spec}: {error}") from error
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
+  """Sets each `FIELD=VALUE` of `overrides` (a dotted field path, a Python literal) in `config`;
+  a field the config lacks is a ValueError naming it (the experiments' `--set` flag)."""
+  for override in overrides:
+    field, _, value = override.partition("=")
+    parent = config
+    *path, leaf = field.split(".")
+    for name in path:
+      parent = parent[name]
+    if leaf not in parent:
+      raise ValueError(f"--set {override!r}: the config has no field {field!r}")
+    parent[leaf] = ast.literal_eval(value)
